@@ -56,6 +56,11 @@ typedef struct gg_tensor {
     int64_t numel;               /* product of shape (1 for rank 0) */
     gg_storage *storage;
     int refcount;
+    /* autograd (see autograd/gg_autograd.h); all zero for plain tensors */
+    bool requires_grad;          /* leaf: accumulate into grad; op output: has a grad_fn */
+    bool retains_grad;           /* non-leaf that keeps its gradient in grad */
+    struct gg_tensor *grad;      /* accumulated gradient, owned by this tensor; NULL until a backward */
+    struct gg_node *grad_fn;     /* op that produced this tensor (owned by its tape); NULL for leaves */
 } gg_tensor;
 
 /* ---- construction (caller owns the result) ---- */
@@ -78,7 +83,8 @@ gg_tensor *gg_tensor_zeros_like(const gg_tensor *t);
 
 /* Take another reference (returns t). */
 gg_tensor *gg_tensor_retain(gg_tensor *t);
-/* Drop a reference; frees the header with its last reference and the storage with its last view. */
+/* Drop a reference; frees the header (and its .grad) with its last reference and the storage with its
+ * last view. */
 void gg_tensor_free(gg_tensor *t);
 
 /* ---- views (share storage; caller owns the new header) ---- */

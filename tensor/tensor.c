@@ -228,6 +228,7 @@ gg_tensor *gg_tensor_retain(gg_tensor *t) {
 
 void gg_tensor_free(gg_tensor *t) {
     if (!t || --t->refcount > 0) return;
+    gg_tensor_free(t->grad);
     gg_storage *st = t->storage;
     if (st && --st->refcount == 0) {
         if (st->owns_data) gg_free(st->data);
