@@ -1,6 +1,7 @@
 /* Status message table and the per-thread last-error message. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "gg_error.h"
 
@@ -42,12 +43,15 @@ void gg_clear_error(void) {
 }
 
 int gg_error_set(int status, const char *func, const char *fmt, ...) {
-    int n = snprintf(last_msg, sizeof last_msg, "%s: ", func ? func : "groupgrad");
-    if (n < 0 || (size_t)n >= sizeof last_msg) n = 0;
+    /* format into a local buffer first: the arguments may include gg_last_error() itself */
+    char msg[GG_ERROR_MSG_MAX];
+    int n = snprintf(msg, sizeof msg, "%s: ", func ? func : "groupgrad");
+    if (n < 0 || (size_t)n >= sizeof msg) n = 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_msg + n, sizeof last_msg - (size_t)n, fmt, ap);
+    vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
     va_end(ap);
+    memcpy(last_msg, msg, sizeof msg);
     last_status = status;
     return status;
 }

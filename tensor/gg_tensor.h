@@ -149,8 +149,9 @@ bool gg_tensor_may_overlap(const gg_tensor *a, const gg_tensor *b);
  * names the caller in the error message (NULL: this function's name). */
 int gg_broadcast_shapes(int nda, const int64_t *a, int ndb, const int64_t *b, int *nd_out,
                         int64_t *out, const char *func);
-/* Number of elements of a shape, or -1 (and GG_ERR_OVERFLOW / GG_ERR_ARG recorded) if a size is
- * negative or the product overflows. */
+/* Number of elements of a shape, or -1 (and GG_ERR_ARG / GG_ERR_OVERFLOW recorded) if a size is
+ * negative or the data would not be addressable (more than 2^61 elements). A shape with a zero size has
+ * 0 elements whatever the others are. */
 int64_t gg_shape_numel(int ndim, const int64_t *shape, const char *func);
 /* Format a shape as "[2,3,4]" into buf; returns buf. */
 char *gg_shape_str(int ndim, const int64_t *shape, char *buf, size_t size);

@@ -15,16 +15,19 @@
 #include <unistd.h>
 
 #include "gg_error.h"
+#include "gg_internal.h"
 #include "gg_tensor.h"
 
 #define NPY_MAGIC "\x93NUMPY"
 #define NPY_MAGIC_LEN 6
 #define NPY_ALIGN 64 /* NumPy pads the preamble + header to a multiple of 64 bytes */
 
-/* Record `status` for the public function `func` as "func: name: <message>". */
+/* Record `status` for the public function `func` as "func: name: <message>"; returns `status`. */
+static int npy_fail(int status, const char *func, const char *name, const char *fmt, ...)
 #if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
+    __attribute__((format(printf, 4, 5)))
 #endif
+    ;
 static int npy_fail(int status, const char *func, const char *name, const char *fmt, ...) {
     char msg[768];
     va_list ap;
@@ -64,15 +67,11 @@ static int npy_find_dtype(const char *descr, const char *func, const char *name)
         /* One-byte types have no byte order; wider ones must be little-endian ('=' is read as the
          * writer's native order, little-endian on every machine groupgrad targets). */
         if (npy_dtypes[i].size == 1 || order == '<' || order == '=') return i;
-        if (order == '>')
-            npy_fail(GG_ERR_FORMAT, func, name, "unsupported dtype '%s' (big-endian data are not supported)",
-                     descr);
-        else
-            npy_fail(GG_ERR_FORMAT, func, name, "unsupported dtype '%s' (no byte order given)", descr);
+        npy_fail(GG_ERR_FORMAT, func, name, "unsupported dtype '%s' (%s)", descr,
+                 order == '>' ? "big-endian data are not supported" : "no byte order given");
         return -1;
     }
-    npy_fail(GG_ERR_FORMAT, func, name,
-             "unsupported dtype '%s' (supported: <f4 <f8 <i4 <i8 |i1 |u1)", descr);
+    npy_fail(GG_ERR_FORMAT, func, name, "unsupported dtype '%s' (supported: <f4 <f8 <i4 <i8 |i1 |u1)", descr);
     return -1;
 }
 
@@ -104,7 +103,8 @@ static float npy_decode(const unsigned char *p, npy_kind kind) {
         memcpy(&v, p, 1);
         return (float)v;
     }
-    case NPY_U1: return (float)p[0];
+    case NPY_U1:
+        return (float)p[0];
     case NPY_I4: {
         uint32_t u = npy_le32(p);
         int32_t v;
@@ -140,10 +140,12 @@ typedef struct npy_parser {
     const char *func, *name;
 } npy_parser;
 
-/* Record "header dict: <problem> at byte i (near "...")". Always returns -1. */
+/* Record "header dict: <problem> at byte i (near "...")"; returns GG_ERR_FORMAT. */
+static int npy_syntax(npy_parser *p, const char *fmt, ...)
 #if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
+    __attribute__((format(printf, 2, 3)))
 #endif
+    ;
 static int npy_syntax(npy_parser *p, const char *fmt, ...) {
     char what[256], near[24];
     va_list ap;
@@ -156,12 +158,9 @@ static int npy_syntax(npy_parser *p, const char *fmt, ...) {
         near[k] = (c >= 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
     }
     near[k] = '\0';
-    if (p->i >= p->n)
-        npy_fail(GG_ERR_FORMAT, p->func, p->name, "header dict: %s at its end", what);
-    else
-        npy_fail(GG_ERR_FORMAT, p->func, p->name, "header dict: %s at byte %zu (near \"%s\")", what,
-                 p->i, near);
-    return -1;
+    if (p->i >= p->n) return npy_fail(GG_ERR_FORMAT, p->func, p->name, "header dict: %s at its end", what);
+    return npy_fail(GG_ERR_FORMAT, p->func, p->name, "header dict: %s at byte %zu (near \"%s\")", what, p->i,
+                    near);
 }
 
 static void npy_skip_ws(npy_parser *p) {
@@ -231,10 +230,10 @@ static int npy_parse_dim(npy_parser *p, int64_t *out) {
     int len = (int)(p->i - start);
     if (neg && (v != 0 || too_big))
         return npy_fail(GG_ERR_FORMAT, p->func, p->name, "negative dimension %.*s in 'shape'", len,
-                        p->s + start), -1;
+                        p->s + start);
     if (too_big)
         return npy_fail(GG_ERR_FORMAT, p->func, p->name, "dimension %.*s in 'shape' overflows int64",
-                        len > 40 ? 40 : len, p->s + start), -1;
+                        len > 40 ? 40 : len, p->s + start);
     *out = (int64_t)v;
     return 0;
 }
@@ -250,11 +249,11 @@ static int npy_parse_shape(npy_parser *p, npy_header *h) {
         return 0;
     }
     for (;;) {
-        int64_t d;
-        if (npy_parse_dim(p, &d) < 0) return -1;
+        int64_t d = 0;
+        if (npy_parse_dim(p, &d) < 0) return GG_ERR_FORMAT;
         if (h->ndim == GG_MAX_DIMS)
             return npy_fail(GG_ERR_FORMAT, p->func, p->name, "'shape' has more than %d dimensions",
-                            GG_MAX_DIMS), -1;
+                            GG_MAX_DIMS);
         h->shape[h->ndim++] = d;
         npy_skip_ws(p);
         if (npy_peek(p, ',')) {
@@ -286,7 +285,7 @@ static int npy_parse_header(const char *text, size_t n, npy_header *h, const cha
         if (npy_peek(&p, '}')) break;
         char key[32];
         size_t key_at = p.i;
-        if (npy_parse_string(&p, key, sizeof key) < 0) return -1;
+        if (npy_parse_string(&p, key, sizeof key) < 0) return GG_ERR_FORMAT;
         int bit = strcmp(key, "descr") == 0           ? SEEN_DESCR
                   : strcmp(key, "fortran_order") == 0 ? SEEN_FORTRAN
                   : strcmp(key, "shape") == 0         ? SEEN_SHAPE
@@ -304,14 +303,14 @@ static int npy_parse_header(const char *text, size_t n, npy_header *h, const cha
         if (bit == SEEN_DESCR) {
             if (npy_peek(&p, '['))
                 return npy_fail(GG_ERR_FORMAT, func, name,
-                                "unsupported dtype (structured arrays are not supported)"), -1;
+                                "unsupported dtype (structured arrays are not supported)");
             rc = npy_parse_string(&p, h->descr, sizeof h->descr);
         } else if (bit == SEEN_FORTRAN) {
             rc = npy_parse_bool(&p, &h->fortran);
         } else {
             rc = npy_parse_shape(&p, h);
         }
-        if (rc < 0) return -1;
+        if (rc < 0) return GG_ERR_FORMAT;
         npy_skip_ws(&p);
         if (npy_peek(&p, ',')) {
             p.i++;
@@ -323,8 +322,10 @@ static int npy_parse_header(const char *text, size_t n, npy_header *h, const cha
     npy_skip_ws(&p);
     if (p.i != p.n) return npy_syntax(&p, "unexpected text after the dict");
     if (seen != (SEEN_DESCR | SEEN_FORTRAN | SEEN_SHAPE)) {
-        const char *missing = !(seen & SEEN_DESCR) ? "descr" : !(seen & SEEN_FORTRAN) ? "fortran_order" : "shape";
-        return npy_fail(GG_ERR_FORMAT, func, name, "header dict has no '%s' key", missing), -1;
+        const char *missing = !(seen & SEEN_DESCR)     ? "descr"
+                              : !(seen & SEEN_FORTRAN) ? "fortran_order"
+                                                       : "shape";
+        return npy_fail(GG_ERR_FORMAT, func, name, "header dict has no '%s' key", missing);
     }
     return 0;
 }
@@ -332,45 +333,50 @@ static int npy_parse_header(const char *text, size_t n, npy_header *h, const cha
 /* ---------------------------------------------------------------------------------------------------
  * Loading */
 
-static gg_tensor *npy_parse(const unsigned char *b, size_t size, const char *name, const char *func) {
+/* Parse a whole .npy image into *out (caller owns it); a status, with the error recorded for `func`. */
+static int npy_parse(const unsigned char *b, size_t size, const char *name, const char *func,
+                     gg_tensor **out) {
     if (memcmp(b, NPY_MAGIC, size < NPY_MAGIC_LEN ? size : NPY_MAGIC_LEN) != 0)
-        return npy_fail(GG_ERR_FORMAT, func, name, "not a .npy file (bad magic bytes)"), NULL;
+        return npy_fail(GG_ERR_FORMAT, func, name, "not a .npy file (bad magic bytes)");
     if (size < NPY_MAGIC_LEN + 2)
         return npy_fail(GG_ERR_FORMAT, func, name, "file is %zu bytes, too short for the .npy preamble",
-                        size), NULL;
+                        size);
     unsigned major = b[6], minor = b[7];
     if (major < 1 || major > 3 || minor != 0)
         return npy_fail(GG_ERR_FORMAT, func, name,
                         "unsupported .npy format version %u.%u (1.0, 2.0 and 3.0 are supported)", major,
-                        minor), NULL;
+                        minor);
     size_t start = NPY_MAGIC_LEN + 2 + (major == 1 ? 2 : 4); /* header text begins here */
     if (size < start)
         return npy_fail(GG_ERR_FORMAT, func, name, "file is %zu bytes, too short for the .npy preamble",
-                        size), NULL;
+                        size);
     uint64_t hlen = major == 1 ? (uint64_t)(b[8] | b[9] << 8) : (uint64_t)npy_le32(b + 8);
     if (hlen > size - start)
         return npy_fail(GG_ERR_FORMAT, func, name,
                         "header length %llu runs past the end of the file (%zu bytes)",
-                        (unsigned long long)hlen, size), NULL;
+                        (unsigned long long)hlen, size);
 
     npy_header h;
     memset(&h, 0, sizeof h);
-    if (npy_parse_header((const char *)b + start, (size_t)hlen, &h, func, name) < 0) return NULL;
+    int rc = npy_parse_header((const char *)b + start, (size_t)hlen, &h, func, name);
+    if (rc < 0) return rc;
     int dt = npy_find_dtype(h.descr, func, name);
-    if (dt < 0) return NULL;
+    if (dt < 0) return GG_ERR_FORMAT;
 
-    /* Element count and byte size, refusing anything that overflows int64 or size_t. */
+    /* Element count and byte size, refusing anything that overflows int64 or size_t. As in NumPy, the
+     * product of the non-zero sizes must fit even when a zero makes the array empty (strides need it). */
     char shape_str[256];
     gg_shape_str(h.ndim, h.shape, shape_str, sizeof shape_str);
     bool has_zero = false;
-    for (int d = 0; d < h.ndim; d++) has_zero |= h.shape[d] == 0;
     int64_t numel = 1;
     size_t isize = npy_dtypes[dt].size;
-    for (int d = 0; d < h.ndim && !has_zero; d++) {
-        if (numel > INT64_MAX / h.shape[d] || (uint64_t)(numel * h.shape[d]) > SIZE_MAX / isize ||
-            (uint64_t)(numel * h.shape[d]) > SIZE_MAX / sizeof(float))
-            return npy_fail(GG_ERR_FORMAT, func, name, "shape %s has too many elements", shape_str), NULL;
-        numel *= h.shape[d];
+    for (int d = 0; d < h.ndim; d++) {
+        int64_t n = h.shape[d] ? h.shape[d] : 1;
+        has_zero |= h.shape[d] == 0;
+        if (numel > INT64_MAX / n || (uint64_t)(numel * n) > SIZE_MAX / isize ||
+            (uint64_t)(numel * n) > SIZE_MAX / sizeof(float))
+            return npy_fail(GG_ERR_FORMAT, func, name, "shape %s has too many elements", shape_str);
+        numel *= n;
     }
     if (has_zero) numel = 0;
     size_t need = (size_t)numel * isize;
@@ -378,20 +384,22 @@ static gg_tensor *npy_parse(const unsigned char *b, size_t size, const char *nam
     if (have < need)
         return npy_fail(GG_ERR_FORMAT, func, name,
                         "truncated data: shape %s of %s needs %zu bytes, %zu follow the header", shape_str,
-                        h.descr, need, have), NULL;
+                        h.descr, need, have);
     if (have > need)
         return npy_fail(GG_ERR_FORMAT, func, name,
                         "data size mismatch: shape %s of %s needs %zu bytes, %zu follow the header "
-                        "(%zu extra)", shape_str, h.descr, need, have, have - need), NULL;
+                        "(%zu extra)",
+                        shape_str, h.descr, need, have, have - need);
 
     gg_tensor *t = gg_tensor_empty(h.ndim, h.shape);
-    if (!t) return NULL;
+    if (!t) return gg_last_status();
     float *dst = gg_tensor_data(t);
     const unsigned char *src = b + start + hlen;
     npy_kind kind = npy_dtypes[dt].kind;
     if (!h.fortran || h.ndim < 2) {
         for (int64_t k = 0; k < numel; k++) dst[k] = npy_decode(src + (size_t)k * isize, kind);
-        return t;
+        *out = t;
+        return GG_OK;
     }
     /* Fortran order: the file walks the indices first-fastest; scatter each element to its C offset. */
     int64_t cstride[GG_MAX_DIMS], idx[GG_MAX_DIMS] = {0}, off = 0;
@@ -406,59 +414,72 @@ static gg_tensor *npy_parse(const unsigned char *b, size_t size, const char *nam
             idx[d] = 0;
         }
     }
-    return t;
+    *out = t;
+    return GG_OK;
 }
 
 gg_tensor *gg_npy_load_buffer(const void *data, size_t size, const char *name) {
-    if (!name) name = "<buffer>";
-    if (!data && size > 0) return npy_fail(GG_ERR_ARG, __func__, name, "data is NULL"), NULL;
     static const unsigned char empty[1] = {0};
-    return npy_parse(data ? data : empty, size, name, __func__);
+    gg_tensor *t = NULL;
+    if (!name) name = "<buffer>";
+    if (!data && size > 0) npy_fail(GG_ERR_ARG, __func__, name, "data is NULL");
+    else npy_parse(data ? data : empty, size, name, __func__, &t);
+    return t;
 }
 
-gg_tensor *gg_npy_load(const char *path) {
+/* Read the whole file into a malloc'ed buffer; the size from fstat is only a first guess (the file may be
+ * a pipe or grow). */
+static int npy_read_file(FILE *f, const char *path, unsigned char **out, size_t *out_len) {
     char err[128];
-    if (!path) return GG_FAIL(GG_ERR_ARG, "path is NULL"), NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return npy_fail(GG_ERR_IO, __func__, path, "cannot open: %s", npy_strerror(errno, err, sizeof err)),
-                NULL;
-    /* Read the whole file; the size from fstat is only a first guess (the file may be a pipe or grow). */
     size_t cap = 4096, len = 0;
     struct stat st;
     if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
         (uintmax_t)st.st_size < SIZE_MAX / 2)
         cap = (size_t)st.st_size + 1; /* +1: reaching EOF needs no reallocation */
     unsigned char *buf = malloc(cap);
-    if (!buf) {
-        fclose(f);
-        return npy_fail(GG_ERR_NOMEM, __func__, path, "cannot allocate %zu bytes to read the file", cap), NULL;
-    }
+    if (!buf) return npy_fail(GG_ERR_NOMEM, "gg_npy_load", path, "cannot allocate %zu bytes to read it", cap);
     for (;;) {
         if (len == cap) {
             unsigned char *bigger = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
             if (!bigger) {
                 free(buf);
-                fclose(f);
-                return npy_fail(GG_ERR_NOMEM, __func__, path, "cannot allocate memory to read the file"), NULL;
+                return npy_fail(GG_ERR_NOMEM, "gg_npy_load", path, "cannot allocate memory to read it");
             }
             buf = bigger;
             cap *= 2;
         }
         size_t got = fread(buf + len, 1, cap - len, f);
         len += got;
-        if (got == 0 || len < cap) {
-            if (ferror(f)) {
-                int e = errno;
-                free(buf);
-                fclose(f);
-                return npy_fail(GG_ERR_IO, __func__, path, "read failed: %s", npy_strerror(e, err, sizeof err)),
-                       NULL;
-            }
-            if (feof(f)) break;
+        if (ferror(f)) {
+            int e = errno;
+            free(buf);
+            return npy_fail(GG_ERR_IO, "gg_npy_load", path, "read failed: %s",
+                            npy_strerror(e, err, sizeof err));
         }
+        if (got == 0 || feof(f)) break;
     }
+    *out = buf;
+    *out_len = len;
+    return GG_OK;
+}
+
+gg_tensor *gg_npy_load(const char *path) {
+    char err[128];
+    if (!path) {
+        GG_FAIL(GG_ERR_ARG, "path is NULL");
+        return NULL;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        npy_fail(GG_ERR_IO, __func__, path, "cannot open: %s", npy_strerror(errno, err, sizeof err));
+        return NULL;
+    }
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = npy_read_file(f, path, &buf, &len);
     fclose(f);
-    gg_tensor *t = npy_parse(buf, len, path, __func__);
+    gg_tensor *t = NULL;
+    if (rc == GG_OK) npy_parse(buf, len, path, __func__, &t);
     free(buf);
     return t;
 }
@@ -529,7 +550,7 @@ static atomic_uint npy_tmp_counter;
 
 int gg_npy_save(const char *path, const gg_tensor *t) {
     char err[128];
-    if (!t) return gg_last_status() < 0 ? gg_last_status() : GG_FAIL(GG_ERR_ARG, "tensor is NULL");
+    if (!t) return gg__null_arg(__func__, "t"); /* sticky: keeps the error that produced the NULL */
     if (!path) return GG_FAIL(GG_ERR_ARG, "path is NULL");
     if (t->ndim < 0 || t->ndim > GG_MAX_DIMS)
         return npy_fail(GG_ERR_ARG, __func__, path, "tensor has invalid rank %d", t->ndim);
@@ -539,14 +560,12 @@ int gg_npy_save(const char *path, const gg_tensor *t) {
 
     /* A regular (or not yet existing) file is written under a temporary name in the same directory and
      * renamed over `path` at the end, so a failed save leaves any previous file intact. Anything else
-     * (a device, a FIFO) is written in place. */
+     * (a symbolic link, a device, a FIFO), or a name too long for the suffix, is written in place. */
     struct stat st;
-    bool in_place = stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+    bool in_place = lstat(path, &st) == 0 && !S_ISREG(st.st_mode);
     char *tmp = NULL;
     FILE *f = NULL;
-    if (in_place) {
-        f = fopen(path, "wb");
-    } else {
+    if (!in_place) {
         size_t cap = strlen(path) + 64;
         tmp = malloc(cap);
         if (!tmp) return npy_fail(GG_ERR_NOMEM, __func__, path, "cannot allocate a file name");
@@ -564,16 +583,24 @@ int gg_npy_save(const char *path, const gg_tensor *t) {
                 unlink(tmp);
                 errno = e;
             }
+        } else if (errno == ENAMETOOLONG) {
+            free(tmp);
+            tmp = NULL;
+            in_place = true;
         }
     }
+    if (in_place) f = fopen(path, "wb");
     if (!f) {
         int e = errno;
         free(tmp);
-        return npy_fail(GG_ERR_IO, __func__, path, "cannot create file: %s", npy_strerror(e, err, sizeof err));
+        return npy_fail(GG_ERR_IO, __func__, path, "cannot create file: %s",
+                        npy_strerror(e, err, sizeof err));
     }
 
     int e = 0;
-    if (fwrite(header, 1, hsize, f) != hsize || npy_write_data(f, t) < 0 || fflush(f) != 0) e = errno ? errno : EIO;
+    errno = 0;
+    if (fwrite(header, 1, hsize, f) != hsize || npy_write_data(f, t) < 0 || fflush(f) != 0)
+        e = errno ? errno : EIO;
     if (fclose(f) != 0 && !e) e = errno ? errno : EIO;
     if (!e && tmp && rename(tmp, path) != 0) e = errno;
     if (e) {

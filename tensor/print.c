@@ -77,7 +77,7 @@ static void scan(printer *pr, int d, int64_t off, bool *all_int, double *maxabs,
         float v = t->storage->data[off];
         if (!isfinite(v)) return;
         double a = fabs((double)v);
-        if (v != floorf(v) || a >= 1e16) *all_int = false;
+        if (v != floorf(v)) *all_int = false;
         if (a > *maxabs) *maxabs = a;
         if (a > 0 && a < *minabs) *minabs = a;
         return;
@@ -159,10 +159,10 @@ static int render(const gg_tensor *t, sbuf *b) {
     bool all_int = true;
     double maxabs = 0, minabs = INFINITY;
     scan(&pr, 0, t->offset, &all_int, &maxabs, &minabs);
-    if (all_int)
-        pr.kind = FMT_INT;
-    else if (maxabs >= 1e8 || minabs < 1e-4)
+    if (maxabs >= 1e8 || (!all_int && minabs < 1e-4)) /* as numpy: large or tiny magnitudes */
         pr.kind = FMT_SCI;
+    else if (all_int)
+        pr.kind = FMT_INT;
     else
         pr.kind = FMT_FIXED;
     measure(&pr, 0, t->offset);

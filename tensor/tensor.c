@@ -46,6 +46,8 @@ int64_t gg_shape_numel(int ndim, const int64_t *shape, const char *func) {
             return -1;
         }
     }
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] == 0) return 0; /* empty, however large the other sizes */
     for (int d = 0; d < ndim; d++) {
         if (__builtin_mul_overflow(n, shape[d], &n) ||
             n > (int64_t)(SIZE_MAX / sizeof(float) / 2)) {
@@ -506,6 +508,9 @@ int gg_broadcast_shapes(int nda, const int64_t *a, int ndb, const int64_t *b, in
     for (int i = 0; i < nd; i++) {
         int ia = nda - nd + i, ib = ndb - nd + i;
         int64_t da = ia >= 0 ? a[ia] : 1, db = ib >= 0 ? b[ib] : 1;
+        if (da < 0 || db < 0)
+            return gg_error_set(GG_ERR_ARG, fn, "shapes %s and %s: sizes must not be negative",
+                                gg_shape_str(nda, a, sa, sizeof sa), gg_shape_str(ndb, b, sb, sizeof sb));
         if (da == db || db == 1)
             res[i] = da;
         else if (da == 1)
