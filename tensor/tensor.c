@@ -75,13 +75,14 @@ void gg__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride) {
     int64_t s = 1;
     for (int d = ndim - 1; d >= 0; d--) {
         stride[d] = s;
-        s *= shape[d] > 0 ? shape[d] : 1;
+        /* saturate: only an empty tensor (never indexed) can have sizes whose product overflows */
+        if (__builtin_mul_overflow(s, shape[d] > 0 ? shape[d] : 1, &s)) s = INT64_MAX;
     }
 }
 
 gg_tensor *gg__alloc_tensor(int ndim, const int64_t *shape, const char *func) {
-    int64_t numel = 1;
-    for (int d = 0; d < ndim; d++) numel *= shape[d];
+    int64_t numel = gg_shape_numel(ndim, shape, func);
+    if (numel < 0) return NULL;
     gg_tensor *t = calloc(1, sizeof *t);
     gg_storage *st = calloc(1, sizeof *st);
     float *data = gg_alloc((size_t)numel * sizeof(float));
@@ -113,12 +114,11 @@ gg_tensor *gg__view_header(const gg_tensor *t, int ndim, const int64_t *shape, c
         return NULL;
     }
     v->ndim = ndim;
-    v->numel = 1;
     for (int d = 0; d < ndim; d++) {
         v->shape[d] = shape[d];
         v->stride[d] = stride[d];
-        v->numel *= shape[d];
     }
+    v->numel = gg_shape_numel(ndim, shape, "gg_tensor_view"); /* callers validated the shape */
     v->offset = offset;
     v->storage = t->storage;
     v->storage->refcount++;

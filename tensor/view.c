@@ -215,6 +215,7 @@ gg_tensor *gg_tensor_expand(const gg_tensor *t, int ndim, const int64_t *shape) 
             return NULL;
         }
     }
+    if (gg_shape_numel(ndim, s, __func__) < 0) return NULL;
     return gg__view_header(t, ndim, s, st, t->offset);
 }
 
