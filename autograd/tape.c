@@ -258,10 +258,13 @@ int gg_accumulate_reduced(gg_tensor *dst, const gg_tensor *src) {
     float *dp = gg_tensor_data(dst);
     const float *sp = gg_tensor_data(src);
     int nd = src->ndim;
-    if (nd == 0) {
-        dp[0] += sp[0];
+    if (src->numel == dst->numel && gg_tensor_is_contiguous(src)) { /* nothing reduced: plain add */
+        for (int64_t i = 0; i < dst->numel; i++) dp[i] += sp[i];
         return GG_OK;
     }
+    /* sum into a double buffer of dst's size, then add once: every reduced element is summed in double */
+    double *acc = calloc((size_t)dst->numel, sizeof *acc);
+    if (!acc) return GG_FAIL(GG_ERR_NOMEM, "cannot allocate %lld doubles", (long long)dst->numel);
     int64_t idx[GG_MAX_DIMS] = {0};
     int64_t inner = src->shape[nd - 1], ss = src->stride[nd - 1], ds = dstride[nd - 1];
     for (;;) {
@@ -270,12 +273,12 @@ int gg_accumulate_reduced(gg_tensor *dst, const gg_tensor *src) {
             so += idx[d] * src->stride[d];
             doff += idx[d] * dstride[d];
         }
-        float *q = dp + doff;
+        double *q = acc + doff;
         const float *p = sp + so;
         if (ds == 0) {
-            double acc = 0;
-            for (int64_t i = 0; i < inner; i++) acc += p[i * ss];
-            q[0] += (float)acc;
+            double sum = 0;
+            for (int64_t i = 0; i < inner; i++) sum += p[i * ss];
+            q[0] += sum;
         } else {
             for (int64_t i = 0; i < inner; i++) q[i * ds] += p[i * ss];
         }
@@ -286,6 +289,8 @@ int gg_accumulate_reduced(gg_tensor *dst, const gg_tensor *src) {
         }
         if (d < 0) break;
     }
+    for (int64_t i = 0; i < dst->numel; i++) dp[i] += (float)acc[i];
+    free(acc);
     return GG_OK;
 }
 
