@@ -9,10 +9,11 @@
  *   mul: ga = g b, gb = g a        div: ga = g / b, gb = -g ((a / b) / b) = -g (y / b)
  *   neg: -g   x+s: g   x*s: g s   s-x: -g   s/x: -(g s) (1/x)^2 (s/x is reciprocal(x) * s there)
  *   exp: g y   log: g / x   sqrt: g / (2 y)   square: g (2 x)   pow: g (p x^(p-1)), 0 when p == 0
- *   abs: g sign(x) (0 at 0)   relu: g [y > 0]   leaky_relu: g [x > 0] + g slope [x <= 0]
+ *   abs: g sign(x) (0 at 0)   relu: g [!(y <= 0)]   leaky_relu: g [x > 0] + g slope [x <= 0]
  *   sigmoid: g (1 - y) y   tanh: g (1 - y^2)   clamp: g [lo <= x <= hi]   sign_ste: g (straight through)
  * Forward special cases also follow PyTorch: pow with p in {0, 1, 2, 3, 0.5, -0.5, -1, -2} uses the exact
- * expressions (1, x, x*x, ...); relu and clamp propagate NaN; sign(NaN) = 0. */
+ * expressions (1, x, x*x, ...); relu and clamp propagate NaN and keep -0 (max/min that return x on ties, as
+ * PyTorch's vector kernels); sign(NaN) = 0; the relu gradient passes through at NaN (threshold_backward). */
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
@@ -41,6 +42,8 @@ typedef struct ew_space {
 static bool ew_coalesce(int ndim, const int64_t *shape, const int64_t *sx, const int64_t *sy, ew_space *s) {
     int n = 0;
     int64_t numel = 1;
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] == 0) return false;
     for (int d = 0; d < ndim; d++) {
         numel *= shape[d];
         if (shape[d] == 1) continue;
@@ -63,7 +66,7 @@ static bool ew_coalesce(int ndim, const int64_t *shape, const int64_t *sx, const
     }
     s->nd = n;
     s->numel = numel;
-    return numel > 0;
+    return true;
 }
 
 /* sqrtf with errno semantics keeps GCC from vectorising it (without -fno-math-errno), so the contiguous
@@ -189,6 +192,55 @@ static void ew_range(const ew_call *c, const ew_space *s, float *out, const floa
     }
 }
 
+/* Transposed inputs. An input that steps through the innermost dim with a large stride but through the
+ * next one with a small stride (a transposed matrix) would touch one cache line per element if walked row
+ * by row; such spaces are walked in EW_TILE_R x EW_TILE_C tiles of the two inner dims instead, so that
+ * every line it loads is used for EW_TILE_R consecutive rows. */
+#define EW_TILE_R 32
+#define EW_TILE_C 32
+
+static bool strided_inner(int64_t inner, int64_t outer) {
+    int64_t a = inner < 0 ? -inner : inner, b = outer < 0 ? -outer : outer;
+    return a > 1 && b > 0 && b < a;
+}
+
+static bool ew_wants_tiles(const ew_space *s, bool binary) {
+    const int i = s->nd - 1;
+    if (s->nd < 2 || s->shape[i] < 16 || s->shape[i - 1] < 2) return false; /* short rows reuse lines anyway */
+    return strided_inner(s->sx[i], s->sx[i - 1]) || (binary && strided_inner(s->sy[i], s->sy[i - 1]));
+}
+
+/* Tile units [ubegin, uend): unit u is the block of rows (u % blocks) * EW_TILE_R ... of the matrix
+ * (dims nd-2, nd-1) at outer index u / blocks (dims 0 .. nd-3). */
+static void ew_tiles(const ew_call *c, const ew_space *s, float *out, const float *x, const float *y,
+                     int64_t ubegin, int64_t uend) {
+    const int nd = s->nd;
+    const int64_t R = s->shape[nd - 2], C = s->shape[nd - 1], blocks = (R + EW_TILE_R - 1) / EW_TILE_R;
+    const int64_t sxr = s->sx[nd - 2], sxc = s->sx[nd - 1], syr = s->sy[nd - 2], syc = s->sy[nd - 1];
+    for (int64_t u = ubegin; u < uend; u++) {
+        int64_t o = u / blocks, r0 = (u % blocks) * EW_TILE_R, r1 = r0 + EW_TILE_R < R ? r0 + EW_TILE_R : R;
+        int64_t ox = 0, oy = 0, rem = o;
+        for (int d = nd - 3; d >= 0; d--) {
+            int64_t k = rem % s->shape[d];
+            rem /= s->shape[d];
+            ox += k * s->sx[d];
+            oy += k * s->sy[d];
+        }
+        float *ob = out + o * R * C;
+        for (int64_t c0 = 0; c0 < C; c0 += EW_TILE_C) {
+            const int64_t len = c0 + EW_TILE_C < C ? EW_TILE_C : C - c0;
+            for (int64_t r = r0; r < r1; r++) {
+                float *op = ob + r * C + c0;
+                const float *xp = x + ox + r * sxr + c0 * sxc, *yp = y + oy + r * syr + c0 * syc;
+                if (c->binary)
+                    binary_row((gg_ew_binary)c->op, c->s0, c->s1, len, op, xp, sxc, yp, syc);
+                else
+                    unary_row((gg_ew_unary)c->op, c->s0, c->s1, len, op, xp, sxc);
+            }
+        }
+    }
+}
+
 static void ew_run(const ew_call *c, int ndim, const int64_t *shape, float *out, const float *x,
                    const int64_t *sx, const float *y, const int64_t *sy) {
     ew_space s;
@@ -196,6 +248,17 @@ static void ew_run(const ew_call *c, int ndim, const int64_t *shape, float *out,
     if (!y) y = x; /* unary: never read, keeps the pointer arithmetic defined */
     const int64_t total = s.numel;
     const int nt = total > GG_EW_PARALLEL_MIN ? gg_get_num_threads() : 1;
+    if (ew_wants_tiles(&s, c->binary)) {
+        const int64_t units = total / (s.shape[s.nd - 2] * s.shape[s.nd - 1]) *
+                              ((s.shape[s.nd - 2] + EW_TILE_R - 1) / EW_TILE_R);
+        if (nt <= 1) {
+            ew_tiles(c, &s, out, x, y, 0, units);
+            return;
+        }
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int t = 0; t < nt; t++) ew_tiles(c, &s, out, x, y, units * t / nt, units * (t + 1) / nt);
+        return;
+    }
     if (nt <= 1) {
         ew_range(c, &s, out, x, y, 0, total);
         return;

@@ -122,7 +122,7 @@ static inline float gg__clampf(float x, float lo, float hi) {
     X(ONE, 1.0f)                                                \
     X(POW, powf(x, s0))                                         \
     X(ABS, fabsf(x))                                            \
-    X(RELU, (x > 0.0f || x != x) ? x : 0.0f)                    \
+    X(RELU, x < 0.0f ? 0.0f : x)                                \
     X(LEAKY, x > 0.0f ? x : x * s0)                             \
     X(SIGMOID, gg__sigmoidf(x))                                 \
     X(TANH, gg__tanhf(x))                                       \
@@ -149,7 +149,7 @@ static inline float gg__clampf(float x, float lo, float hi) {
     X(ACC_RDIV, 1, -(x * s0) * ((1.0f / y) * (1.0f / y)))       \
     X(ACC_HALF_DIV, 1, x / (2.0f * y))                          \
     X(ACC_SIGN, 1, x * (float)((y > 0.0f) - (y < 0.0f)))        \
-    X(ACC_RELU, 1, y > 0.0f ? x : 0.0f)                         \
+    X(ACC_RELU, 1, y <= 0.0f ? 0.0f : x)                        \
     X(ACC_LEAKY, 1, y > 0.0f ? x : x * s0)                      \
     X(ACC_SIGMOID, 1, x * (1.0f - y) * y)                       \
     X(ACC_TANH, 1, x * (1.0f - y * y))                          \

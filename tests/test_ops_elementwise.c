@@ -282,11 +282,13 @@ Test(elementwise, binary_rank0_and_empty) {
     assert_exact(y, 16);
     gg_tensor *e = gg_tensor_zeros(GG_SHAPE(0, 3)), *o = gg_tensor_ones(GG_SHAPE(3));
     cr_assert_eq(gg_requires_grad(e, true), GG_OK);
-    y = gg_add(e, o);
+    cr_assert_eq(gg_requires_grad(o, true), GG_OK);
+    y = gg_mul(e, o);
     gt_assert_shape(y, 0, 3);
     gg_tensor *seed = gg_tensor_zeros(GG_SHAPE(0, 3));
     cr_assert_eq(gg_backward_ex(y, seed, false), GG_OK, "%s", gg_last_error());
     gt_assert_shape(e->grad, 0, 3);
+    assert_exact(o->grad, 0, 0, 0); /* summed over an empty dim */
     gg_tensor_free(seed);
     gg_tensor_free(o);
     gg_tensor_free(e);
@@ -302,7 +304,9 @@ Test(elementwise, binary_strided_and_expanded_inputs) {
     assert_exact(gg_add(t, e), 1, 12, 104, 2, 13, 105);
     assert_exact(gg_mul(t, t), 0, 4, 16, 1, 9, 25);
     gg_tensor *sl = gg_tensor_slice(base, 0, 0, 3, 2); /* rows 0 and 2: [2,2] */
-    assert_exact(gg_sub(sl, gg_tensor_scalar(1.0f)), -1, 0, 3, 4);
+    gg_tensor *one = gg_tensor_scalar(1.0f);
+    assert_exact(gg_sub(sl, one), -1, 0, 3, 4);
+    gg_tensor_free(one);
     gg_tensor_free(sl);
     gg_tensor_free(e);
     gg_tensor_free(v);
@@ -356,7 +360,7 @@ Test(elementwise, pow_special_and_general_exponents) {
 Test(elementwise, activations) {
     gg_tensor *x = from(GG_SHAPE(6), (float[]){-2, -0.0f, 0, 0.5f, 3, NAN});
     assert_exact(gg_abs(x), 2, 0, 0, 0.5f, 3, NAN);
-    assert_exact(gg_relu(x), 0, 0, 0, 0.5f, 3, NAN); /* NaN propagates, as torch.relu */
+    assert_exact(gg_relu(x), 0, -0.0f, 0, 0.5f, 3, NAN); /* -0 and NaN pass, as torch.relu */
     assert_exact(gg_leaky_relu(x, 0.1f), -0.2f, -0.0f, 0, 0.5f, 3, NAN);
     assert_exact(gg_sign_ste(x), -1, 0, 0, 1, 1, 0); /* torch.sign(nan) == 0 */
     assert_near(gg_sigmoid(x), 3e-7, 0.119202922f, 0.5f, 0.5f, 0.622459331f, 0.952574127f, NAN);
@@ -417,6 +421,16 @@ Test(elementwise, gradients_at_the_kinks_follow_pytorch) {
     assert_grad(x, gg_rsub_scalar(x, 7), -1, -1, -1, -1, -1);
     assert_grad(x, gg_add_scalar(x, 7), 1, 1, 1, 1, 1);
     assert_grad(x, gg_mul_scalar(x, -3), -3, -3, -3, -3, -3);
+    gg_tensor_free(x);
+}
+
+Test(elementwise, gradients_at_nan_follow_pytorch) {
+    gg_tensor *x = leaf(GG_SHAPE(3), (float[]){NAN, -1, 2});
+    assert_grad(x, gg_relu(x), 1, 0, 1);          /* threshold_backward: grad unless y <= 0 */
+    assert_grad(x, gg_leaky_relu(x, 0.5f), 0.5f, 0.5f, 1);
+    assert_grad(x, gg_clamp(x, -1, 1), 0, 1, 0);
+    assert_grad(x, gg_abs(x), 0, -1, 1);          /* grad * sign(x), sign(NaN) = 0 */
+    assert_grad(x, gg_sign_ste(x), 1, 1, 1);
     gg_tensor_free(x);
 }
 
@@ -783,6 +797,71 @@ Test(elementwise, unary_strided_paths_match_contiguous) {
     gg_tensor_free(ec);
     gg_tensor_free(e);
     gg_tensor_free(row);
+}
+
+/* Inputs transposed in their two inner dims are walked in tiles: same results as on contiguous copies. */
+Test(elementwise, tiled_transposed_path_matches_contiguous) {
+    const int64_t shapes[3][3] = {{37, 45, 0}, {2, 33, 70}, {100, 17, 0}};
+    const int nds[3] = {2, 3, 2};
+    for (int k = 0; k < 3; k++) {
+        const int nd = nds[k];
+        const int64_t *shape = shapes[k];
+        for (size_t u = 0; u < N_UNARY_CASES; u++) {
+            gg_tensor *x = rand_leaf(nd, shape, true, UNARY_CASES[u].dom, 60 + u);
+            gg_tensor *xc = gg_tensor_copy(x);
+            gg_requires_grad(xc, true);
+            gg_tensor *y = apply_unary(&UNARY_CASES[u], x), *yc = apply_unary(&UNARY_CASES[u], xc);
+            gg_tensor *seed = gg_tensor_empty(nd, shape);
+            fill(seed, D_MAG, 61);
+            cr_assert_eq(gg_backward_ex(y, seed, false), GG_OK, "%s", gg_last_error());
+            cr_assert_eq(gg_backward_ex(yc, seed, false), GG_OK, "%s", gg_last_error());
+            float *v = values(y), *vc = values(yc), *g = values(x->grad), *gc = values(xc->grad);
+            for (int64_t i = 0; i < x->numel; i++) {
+                cr_assert(same_float(v[i], vc[i]), "%s: y[%lld] %.9g vs %.9g", UNARY_CASES[u].name, (long long)i,
+                          (double)v[i], (double)vc[i]);
+                cr_assert(same_float(g[i], gc[i]), "%s: grad[%lld] %.9g vs %.9g", UNARY_CASES[u].name,
+                          (long long)i, (double)g[i], (double)gc[i]);
+            }
+            free(v);
+            free(vc);
+            free(g);
+            free(gc);
+            gg_tensor_free(seed);
+            gg_tensor_free(xc);
+            gg_tensor_free(x);
+        }
+        for (int op = B_ADD; op <= B_DIV; op++) {
+            for (int variant = 0; variant < 3; variant++) { /* a^T with b, b^T with a, a^T with a row */
+                int64_t row[1] = {shape[nd - 1]};
+                gg_tensor *a = rand_leaf(nd, shape, variant != 1, D_ANY, 70);
+                gg_tensor *b = variant == 2 ? rand_leaf(1, row, false, D_MAG, 71)
+                                            : rand_leaf(nd, shape, variant == 1, D_MAG, 71);
+                gg_tensor *ac = gg_tensor_copy(a), *bc = gg_tensor_copy(b);
+                gg_requires_grad(ac, true);
+                gg_requires_grad(bc, true);
+                gg_tensor *y = apply_binary((bop)op, a, b), *yc = apply_binary((bop)op, ac, bc);
+                gg_tensor *seed = gg_tensor_empty(nd, shape);
+                fill(seed, D_MAG, 72);
+                cr_assert_eq(gg_backward_ex(y, seed, false), GG_OK, "%s", gg_last_error());
+                cr_assert_eq(gg_backward_ex(yc, seed, false), GG_OK, "%s", gg_last_error());
+                const gg_tensor *pairs[3][2] = {{y, yc}, {a->grad, ac->grad}, {b->grad, bc->grad}};
+                for (int p = 0; p < 3; p++) {
+                    float *v = values(pairs[p][0]), *vc = values(pairs[p][1]);
+                    for (int64_t i = 0; i < pairs[p][0]->numel; i++)
+                        cr_assert(same_float(v[i], vc[i]), "%s variant %d, tensor %d [%lld]: %.9g vs %.9g",
+                                  BOP_NAME[op], variant, p, (long long)i, (double)v[i], (double)vc[i]);
+                    free(v);
+                    free(vc);
+                }
+                gg_tensor_free(seed);
+                gg_tensor_free(a);
+                gg_tensor_free(b);
+                gg_tensor_free(ac);
+                gg_tensor_free(bc);
+            }
+        }
+        gg_tape_reset(NULL);
+    }
 }
 
 /* ================================ vectorised math vs libm ================================ */
