@@ -10,5 +10,8 @@
 #include "gg_tensor.h"
 #include "gg_rng.h"
 #include "gg_npy.h"
+#include "gg_autograd.h"
+#include "gg_ops.h"
+#include "gg_conv.h"
 
 #endif
