@@ -236,23 +236,31 @@ static void mm_entry(const mm_gemm *g, int64_t t, float alpha, float beta) {
 }
 
 /* Run g. beta must be 1 when C is shared by several batch entries (batch stride 0: a reduction). */
-static void mm_run(mm_gemm g, float alpha, float beta) {
-    if (g.m == 0 || g.n == 0) return;
-    simplify(&g);
+static void mm_run(mm_gemm *g, float alpha, float beta) {
+    if (g->m == 0 || g->n == 0) return;
+    simplify(g);
     int64_t total = 1;
     bool c_distinct = true; /* every batch entry writes its own C */
-    for (int i = 0; i < g.nb; i++) total *= g.batch[i], c_distinct = c_distinct && g.c.bs[i] != 0;
+    for (int i = 0; i < g->nb; i++) total *= g->batch[i], c_distinct = c_distinct && g->c.bs[i] != 0;
     if (total == 0) return;
-    bool small = (double)g.m * (double)g.n * (double)g.k < MM_SMALL;
+    bool small = (double)g->m * (double)g->n * (double)g->k < MM_SMALL;
     int nt = gg_get_num_threads();
-    if (small && c_distinct && nt > 1 && (double)total * (double)g.m * (double)g.n * (double)g.k > 65536.0) {
+    if (small && c_distinct && nt > 1 &&
+        (double)total * (double)g->m * (double)g->n * (double)g->k > 65536.0) {
         /* many tiny matrices: spread the batch over OpenMP threads (plain C kernel only) */
 #pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t t = 0; t < total; t++) mm_entry(&g, t, alpha, beta);
+        for (int64_t t = 0; t < total; t++) mm_entry(g, t, alpha, beta);
     } else {
         /* serial, outside any OpenMP region: BLIS runs its own threads inside each call */
-        for (int64_t t = 0; t < total; t++) mm_entry(&g, t, alpha, beta);
+        for (int64_t t = 0; t < total; t++) mm_entry(g, t, alpha, beta);
     }
+}
+
+/* A single product small enough for the plain loop. */
+static bool tiny_unbatched(const mm_dims *d) {
+    for (int i = 0; i < d->nb; i++)
+        if (d->batch[i] != 1) return false;
+    return (double)d->m * (double)d->n * (double)d->k < MM_SMALL;
 }
 
 /* ---- shared forward and backward of a @ b (b a matmul right factor or a transposed linear weight) ---- */
@@ -260,6 +268,14 @@ static void mm_run(mm_gemm g, float alpha, float beta) {
 /* out = a @ b (+ whatever out already holds when beta == 1). Returns a status. */
 static int product_forward(gg_tensor *a, gg_tensor *b, int role_b, const mm_dims *d, gg_tensor *out,
                            float beta) {
+    if (tiny_unbatched(d)) { /* the plain loop takes any strides: no copies, no plan */
+        int64_t rsa, csa, rsb, csb;
+        mat_strides(a, a->stride, MM_LEFT, &rsa, &csa);
+        mat_strides(b, b->stride, role_b, &rsb, &csb);
+        gemm1(d->m, d->n, d->k, 1.0f, gg_tensor_data(a), rsa, csa, gg_tensor_data(b), rsb, csb, beta,
+              gg_tensor_data(out), d->n, 1);
+        return GG_OK;
+    }
     gg_tensor *ac = blis_ready(a, MM_LEFT, d->m, d->k);
     gg_tensor *bc = ac ? blis_ready(b, role_b, d->k, d->n) : NULL;
     if (!bc) {
@@ -271,7 +287,7 @@ static int product_forward(gg_tensor *a, gg_tensor *b, int role_b, const mm_dims
     g.a = mat_of(ac, ac->stride, gg_tensor_data(ac), MM_LEFT, d);
     g.b = mat_of(bc, bc->stride, gg_tensor_data(bc), role_b, d);
     g.c = out_mat(gg_tensor_data(out), d);
-    mm_run(g, 1.0f, beta);
+    mm_run(&g, 1.0f, beta);
     gg_tensor_free(ac);
     gg_tensor_free(bc);
     return GG_OK;
@@ -284,6 +300,24 @@ static int product_backward(const char *func, const gg_tensor *ta, const gg_tens
     mm_dims d;
     int st = product_dims(ta, tb, role_b, func, &d);
     if (st) return st;
+    if (tiny_unbatched(&d)) {
+        int64_t rs, cs, grs, gcs, gst[GG_MAX_DIMS];
+        if (da) { /* dA (m x k) += dC (m x n) @ B^T (n x k) */
+            mat_strides(b, b->stride, role_b, &rs, &cs);
+            gg__contiguous_strides(ta->ndim, ta->shape, gst);
+            mat_strides(ta, gst, MM_LEFT, &grs, &gcs);
+            gemm1(d.m, d.k, d.n, 1.0f, gg_tensor_data(gout), d.n, 1, gg_tensor_data(b), cs, rs, 1.0f,
+                  gg_tensor_data(da), grs, gcs);
+        }
+        if (db) { /* dB (k x n) += A^T (k x m) @ dC (m x n) */
+            mat_strides(a, a->stride, MM_LEFT, &rs, &cs);
+            gg__contiguous_strides(tb->ndim, tb->shape, gst);
+            mat_strides(tb, gst, role_b, &grs, &gcs);
+            gemm1(d.k, d.n, d.m, 1.0f, gg_tensor_data(a), cs, rs, gg_tensor_data(gout), d.n, 1, 1.0f,
+                  gg_tensor_data(db), grs, gcs);
+        }
+        return GG_OK;
+    }
     mm_mat dc = out_mat(gg_tensor_data(gout), &d);
     if (da) { /* dA[i] (m x k) += dC[i] (m x n) @ B[i]^T (n x k) */
         gg_tensor *bc = blis_ready(b, role_b, d.k, d.n);
@@ -292,7 +326,7 @@ static int product_backward(const char *func, const gg_tensor *ta, const gg_tens
         memcpy(g.batch, d.batch, sizeof g.batch);
         g.b = transposed(mat_of(bc, bc->stride, gg_tensor_data(bc), role_b, &d));
         g.c = grad_mat(ta, da, MM_LEFT, &d);
-        mm_run(g, 1.0f, 1.0f);
+        mm_run(&g, 1.0f, 1.0f);
         gg_tensor_free(bc);
     }
     if (db) { /* dB[i] (k x n) += A[i]^T (k x m) @ dC[i] (m x n) */
@@ -302,7 +336,7 @@ static int product_backward(const char *func, const gg_tensor *ta, const gg_tens
         memcpy(g.batch, d.batch, sizeof g.batch);
         g.a = transposed(mat_of(ac, ac->stride, gg_tensor_data(ac), MM_LEFT, &d));
         g.c = grad_mat(tb, db, role_b, &d);
-        mm_run(g, 1.0f, 1.0f);
+        mm_run(&g, 1.0f, 1.0f);
         gg_tensor_free(ac);
     }
     return GG_OK;

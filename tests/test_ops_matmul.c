@@ -228,6 +228,10 @@ Test(matmul, strided_operands_against_reference) {
         gg_tensor *exb = gg_tensor_expand(bb, GG_SHAPE(3, 2, N, K)); /* broadcast batch as stride 0 */
         gg_tensor *exbt = gg_tensor_transpose(exb, -1, -2);
         check_matmul(a, exbt);
+        gg_tensor *b2 = gg_tensor_select(b, 0, 1); /* a single column-major [K,N] */
+        check_matmul(s, b2);
+        check_matmul(ex, b2);
+        gg_tensor_free(b2);
         gg_tensor *r[] = {ab, bb, a, b, wide, s0, s, row, ex, exb, exbt};
         for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) gg_tensor_free(r[i]);
     }
@@ -352,6 +356,11 @@ Test(matmul, gradcheck_sliced_operand) {
     gg_tensor_free(base);
     gg_tensor_free(s0);
     gradcheck_pair(grad_leaf(s), grad_leaf(RND(2, 18, 16)), "sliced a [17,18] BLIS");
+    base = RND(3, 6, 8);
+    s0 = gg_tensor_slice(base, 0, 0, 6, 2), s = gg_tensor_slice(s0, 1, 1, 8, 2);
+    gg_tensor_free(base);
+    gg_tensor_free(s0);
+    gradcheck_pair(grad_leaf(RND(4, 2, 3)), grad_leaf(s), "sliced b [3,4] small");
 }
 
 Test(matmul, gradcheck_batched_and_broadcast) {
