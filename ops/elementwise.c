@@ -83,25 +83,31 @@ static void sqrt_contig(int64_t n, float *out, const float *xp) {
     for (; i < n; i++) out[i] = sqrtf(xp[i]);
 }
 
-/* One row of n elements: a loop per op (and per stride pattern) so that the compiler vectorises each. */
-#define EW_UNARY_LOOP(expr)                                         \
-    if (sx == 1) {                                                  \
+/* A block of m rows of n elements: out row r starts at out + r * so, input rows at xp + r * sxr (and
+ * yp + r * syr), elements n apart by sx (sy). One loop nest per op (and per stride pattern of the row) so
+ * that the compiler vectorises each; the op is chosen once per block, and short rows (a [N,3] * [3]
+ * broadcast) cost a loop iteration each, not a dispatch. */
+#define EW_UNARY_FOR(expr, XV)                                      \
+    for (int64_t r = 0; r < m; r++) {                               \
+        float *o = out + r * so;                                    \
+        const float *xr = xp + r * sxr;                             \
         for (int64_t i = 0; i < n; i++) {                           \
-            const float x = xp[i];                                  \
+            const float x = (XV);                                   \
             (void)x;                                                \
-            out[i] = (expr);                                        \
-        }                                                           \
-    } else {                                                        \
-        for (int64_t i = 0; i < n; i++) {                           \
-            const float x = xp[i * sx];                             \
-            (void)x;                                                \
-            out[i] = (expr);                                        \
+            o[i] = (expr);                                          \
         }                                                           \
     }
+#define EW_UNARY_LOOP(expr)                                         \
+    if (sx == 1) {                                                  \
+        EW_UNARY_FOR(expr, xr[i])                                   \
+    } else {                                                        \
+        EW_UNARY_FOR(expr, xr[i * sx])                              \
+    }
 
-static void unary_row(gg_ew_unary op, float s0, float s1, int64_t n, float *out, const float *xp, int64_t sx) {
+static void unary_block(gg_ew_unary op, float s0, float s1, int64_t m, int64_t n, float *out, int64_t so,
+                        const float *xp, int64_t sxr, int64_t sx) {
     if (op == GG_EWU_SQRT && sx == 1) {
-        sqrt_contig(n, out, xp);
+        for (int64_t r = 0; r < m; r++) sqrt_contig(n, out + r * so, xp + r * sxr);
         return;
     }
     switch (op) {
@@ -117,27 +123,41 @@ static void unary_row(gg_ew_unary op, float s0, float s1, int64_t n, float *out,
 }
 
 #define EW_BINARY_FOR(acc, expr, XV, YV)                            \
-    for (int64_t i = 0; i < n; i++) {                               \
-        const float x = (XV), y = (YV);                             \
-        (void)y;                                                    \
-        out[i] = (acc) ? out[i] + (expr) : (expr);                  \
+    for (int64_t r = 0; r < m; r++) {                               \
+        float *o = out + r * so;                                    \
+        const float *xr = xp + r * sxr, *yr = yp + r * syr;         \
+        for (int64_t i = 0; i < n; i++) {                           \
+            const float x = (XV), y = (YV);                         \
+            (void)y;                                                \
+            o[i] = (acc) ? o[i] + (expr) : (expr);                  \
+        }                                                           \
     }
-/* Contiguous, x or y constant along the row (broadcast), general strides. */
+/* General strides: pointers stepped rather than indices multiplied, which keeps GCC from a register-
+ * starved two-lane vectorisation of the strided loads. */
+#define EW_BINARY_STRIDED(acc, expr)                                \
+    for (int64_t r = 0; r < m; r++) {                               \
+        float *o = out + r * so;                                    \
+        const float *xq = xp + r * sxr, *yq = yp + r * syr;         \
+        for (int64_t i = 0; i < n; i++, xq += sx, yq += sy) {       \
+            const float x = *xq, y = *yq;                           \
+            (void)y;                                                \
+            o[i] = (acc) ? o[i] + (expr) : (expr);                  \
+        }                                                           \
+    }
+/* Rows contiguous, x or y constant along a row (broadcast), general strides. */
 #define EW_BINARY_LOOP(acc, expr)                                   \
     if (sx == 1 && sy == 1) {                                       \
-        EW_BINARY_FOR(acc, expr, xp[i], yp[i])                      \
+        EW_BINARY_FOR(acc, expr, xr[i], yr[i])                      \
     } else if (sx == 0 && sy == 1) {                                \
-        const float x0 = xp[0];                                     \
-        EW_BINARY_FOR(acc, expr, x0, yp[i])                         \
+        EW_BINARY_FOR(acc, expr, xr[0], yr[i])                      \
     } else if (sx == 1 && sy == 0) {                                \
-        const float y0 = yp[0];                                     \
-        EW_BINARY_FOR(acc, expr, xp[i], y0)                         \
+        EW_BINARY_FOR(acc, expr, xr[i], yr[0])                      \
     } else {                                                        \
-        EW_BINARY_FOR(acc, expr, xp[i * sx], yp[i * sy])            \
+        EW_BINARY_STRIDED(acc, expr)                                \
     }
 
-static void binary_row(gg_ew_binary op, float s0, float s1, int64_t n, float *out, const float *xp, int64_t sx,
-                       const float *yp, int64_t sy) {
+static void binary_block(gg_ew_binary op, float s0, float s1, int64_t m, int64_t n, float *out, int64_t so,
+                         const float *xp, int64_t sxr, int64_t sx, const float *yp, int64_t syr, int64_t sy) {
     switch (op) {
 #define GG_X_(name, acc, expr)      \
     case GG_EWB_##name:             \
@@ -156,48 +176,76 @@ typedef struct ew_call {
     float s0, s1;
 } ew_call;
 
-/* Elements [begin, end) of the row-major index space, row by row (a row is the innermost dim). */
+static void ew_block(const ew_call *c, int64_t m, int64_t n, float *out, int64_t so, const float *xp, int64_t sxr,
+                     int64_t sx, const float *yp, int64_t syr, int64_t sy) {
+    if (c->binary)
+        binary_block((gg_ew_binary)c->op, c->s0, c->s1, m, n, out, so, xp, sxr, sx, yp, syr, sy);
+    else
+        unary_block((gg_ew_unary)c->op, c->s0, c->s1, m, n, out, so, xp, sxr, sx);
+}
+
+/* A position in the index space: multi-index and the input offsets it maps to. */
+typedef struct ew_pos {
+    int64_t idx[GG_MAX_DIMS];
+    int64_t ox, oy;
+} ew_pos;
+
+/* Move k steps along dim d (k <= what is left of it), carrying into the outer dims. */
+static void ew_advance(const ew_space *s, ew_pos *p, int d, int64_t k) {
+    p->idx[d] += k;
+    p->ox += k * s->sx[d];
+    p->oy += k * s->sy[d];
+    while (d > 0 && p->idx[d] == s->shape[d]) {
+        p->ox -= s->shape[d] * s->sx[d];
+        p->oy -= s->shape[d] * s->sy[d];
+        p->idx[d] = 0;
+        d--;
+        p->idx[d]++;
+        p->ox += s->sx[d];
+        p->oy += s->sy[d];
+    }
+}
+
+/* Elements [begin, end) of the row-major index space: a partial row where the range starts or ends
+ * mid-row, otherwise blocks of whole rows (the two innermost dims). */
 static void ew_range(const ew_call *c, const ew_space *s, float *out, const float *x, const float *y,
                      int64_t begin, int64_t end) {
     const int nd = s->nd;
-    const int64_t inner = s->shape[nd - 1], sxi = s->sx[nd - 1], syi = s->sy[nd - 1];
-    int64_t idx[GG_MAX_DIMS], ox = 0, oy = 0, r = begin;
+    const int64_t n = s->shape[nd - 1], sx = s->sx[nd - 1], sy = s->sy[nd - 1];
+    const int64_t rows = nd > 1 ? s->shape[nd - 2] : 1, sxr = nd > 1 ? s->sx[nd - 2] : 0,
+                  syr = nd > 1 ? s->sy[nd - 2] : 0;
+    ew_pos p = {.ox = 0, .oy = 0};
+    int64_t rem = begin;
     for (int d = nd - 1; d >= 0; d--) {
-        idx[d] = r % s->shape[d];
-        r /= s->shape[d];
-        ox += idx[d] * s->sx[d];
-        oy += idx[d] * s->sy[d];
+        p.idx[d] = rem % s->shape[d];
+        rem /= s->shape[d];
+        p.ox += p.idx[d] * s->sx[d];
+        p.oy += p.idx[d] * s->sy[d];
     }
-    int64_t pos = begin;
-    for (;;) {
-        int64_t len = inner - idx[nd - 1];
-        if (len > end - pos) len = end - pos;
-        if (c->binary)
-            binary_row((gg_ew_binary)c->op, c->s0, c->s1, len, out + pos, x + ox, sxi, y + oy, syi);
-        else
-            unary_row((gg_ew_unary)c->op, c->s0, c->s1, len, out + pos, x + ox, sxi);
-        pos += len;
-        if (pos >= end) break;
-        ox -= idx[nd - 1] * sxi; /* back to the start of the finished row, then carry */
-        oy -= idx[nd - 1] * syi;
-        idx[nd - 1] = 0;
-        for (int d = nd - 2; d >= 0; d--) {
-            ox += s->sx[d];
-            oy += s->sy[d];
-            if (++idx[d] < s->shape[d]) break;
-            ox -= s->shape[d] * s->sx[d];
-            oy -= s->shape[d] * s->sy[d];
-            idx[d] = 0;
+    for (int64_t pos = begin; pos < end;) {
+        if (p.idx[nd - 1] == 0 && end - pos >= n) {
+            int64_t m = nd > 1 ? rows - p.idx[nd - 2] : 1;
+            if (m > (end - pos) / n) m = (end - pos) / n;
+            ew_block(c, m, n, out + pos, n, x + p.ox, sxr, sx, y + p.oy, syr, sy);
+            pos += m * n;
+            if (nd > 1) ew_advance(s, &p, nd - 2, m);
+        } else {
+            int64_t len = n - p.idx[nd - 1];
+            if (len > end - pos) len = end - pos;
+            ew_block(c, 1, len, out + pos, len, x + p.ox, 0, sx, y + p.oy, 0, sy);
+            pos += len;
+            ew_advance(s, &p, nd - 1, len);
         }
     }
 }
 
 /* Transposed inputs. An input that steps through the innermost dim with a large stride but through the
  * next one with a small stride (a transposed matrix) would touch one cache line per element if walked row
- * by row; such spaces are walked in EW_TILE_R x EW_TILE_C tiles of the two inner dims instead, so that
- * every line it loads is used for EW_TILE_R consecutive rows. */
-#define EW_TILE_R 32
-#define EW_TILE_C 32
+ * by row; such spaces are walked in EW_TILE_R x EW_TILE_C tiles of the two inner dims instead: each tile of
+ * that input is first copied (transposed) into a small buffer, every line it loads serving EW_TILE_R rows,
+ * and the op runs on the buffer's contiguous rows. */
+#define EW_TILE_R 16
+#define EW_TILE_C 64
 
 static bool strided_inner(int64_t inner, int64_t outer) {
     int64_t a = inner < 0 ? -inner : inner, b = outer < 0 ? -outer : outer;
@@ -210,6 +258,13 @@ static bool ew_wants_tiles(const ew_space *s, bool binary) {
     return strided_inner(s->sx[i], s->sx[i - 1]) || (binary && strided_inner(s->sy[i], s->sy[i - 1]));
 }
 
+/* Copy a rows x cols tile of a strided input into buf (row-major), walking its columns outer so that the
+ * reads follow the input's small stride; the op then runs on contiguous rows. */
+static void ew_gather_tile(float *buf, int64_t rows, int64_t cols, const float *src, int64_t sr, int64_t sc) {
+    for (int64_t i = 0; i < cols; i++)
+        for (int64_t r = 0; r < rows; r++) buf[r * cols + i] = src[r * sr + i * sc];
+}
+
 /* Tile units [ubegin, uend): unit u is the block of rows (u % blocks) * EW_TILE_R ... of the matrix
  * (dims nd-2, nd-1) at outer index u / blocks (dims 0 .. nd-3). */
 static void ew_tiles(const ew_call *c, const ew_space *s, float *out, const float *x, const float *y,
@@ -217,26 +272,31 @@ static void ew_tiles(const ew_call *c, const ew_space *s, float *out, const floa
     const int nd = s->nd;
     const int64_t R = s->shape[nd - 2], C = s->shape[nd - 1], blocks = (R + EW_TILE_R - 1) / EW_TILE_R;
     const int64_t sxr = s->sx[nd - 2], sxc = s->sx[nd - 1], syr = s->sy[nd - 2], syc = s->sy[nd - 1];
+    const bool gx = strided_inner(sxc, sxr), gy = c->binary && strided_inner(syc, syr);
+    float bx[EW_TILE_R * EW_TILE_C], by[EW_TILE_R * EW_TILE_C];
     for (int64_t u = ubegin; u < uend; u++) {
         int64_t o = u / blocks, r0 = (u % blocks) * EW_TILE_R, r1 = r0 + EW_TILE_R < R ? r0 + EW_TILE_R : R;
-        int64_t ox = 0, oy = 0, rem = o;
+        int64_t ox = r0 * sxr, oy = r0 * syr, rem = o;
         for (int d = nd - 3; d >= 0; d--) {
             int64_t k = rem % s->shape[d];
             rem /= s->shape[d];
             ox += k * s->sx[d];
             oy += k * s->sy[d];
         }
-        float *ob = out + o * R * C;
+        float *ob = out + (o * R + r0) * C;
         for (int64_t c0 = 0; c0 < C; c0 += EW_TILE_C) {
-            const int64_t len = c0 + EW_TILE_C < C ? EW_TILE_C : C - c0;
-            for (int64_t r = r0; r < r1; r++) {
-                float *op = ob + r * C + c0;
-                const float *xp = x + ox + r * sxr + c0 * sxc, *yp = y + oy + r * syr + c0 * syc;
-                if (c->binary)
-                    binary_row((gg_ew_binary)c->op, c->s0, c->s1, len, op, xp, sxc, yp, syc);
-                else
-                    unary_row((gg_ew_unary)c->op, c->s0, c->s1, len, op, xp, sxc);
+            const int64_t len = c0 + EW_TILE_C < C ? EW_TILE_C : C - c0, m = r1 - r0;
+            const float *xt = x + ox + c0 * sxc, *yt = y + oy + c0 * syc;
+            int64_t xr = sxr, xc = sxc, yr = syr, yc = syc;
+            if (gx) {
+                ew_gather_tile(bx, m, len, xt, sxr, sxc);
+                xt = bx, xr = len, xc = 1;
             }
+            if (gy) {
+                ew_gather_tile(by, m, len, yt, syr, syc);
+                yt = by, yr = len, yc = 1;
+            }
+            ew_block(c, m, len, ob + c0, C, xt, xr, xc, yt, yr, yc);
         }
     }
 }

@@ -618,10 +618,20 @@ static gg_tensor *square_by_mul(gg_tensor *const *in, void *ctx) {
     return gg_mul(in[0], in[0]);
 }
 
+/* tanh(x w + b) / (w^2 + 1): w reaches the output along two broadcast paths, through non-leaves. */
+static gg_tensor *composition(gg_tensor *const *in, void *ctx) {
+    (void)ctx;
+    return gg_div(gg_tanh(gg_add(gg_mul(in[0], in[1]), in[2])), gg_add_scalar(gg_square(in[1]), 1.0f));
+}
+
 Test(elementwise, gradcheck_same_tensor_twice_and_compositions) {
-    const int64_t shape[2] = {3, 2};
+    const int64_t shape[2] = {3, 2}, wshape[1] = {2};
     gg_tensor *x = rand_leaf(2, shape, true, D_ANY, 7);
     gradcheck(square_by_mul, NULL, 1, &x, "x*x");
+    gg_tensor *in[3] = {x, rand_leaf(1, wshape, false, D_ANY, 8), rand_leaf(0, wshape, false, D_ANY, 9)};
+    gradcheck(composition, NULL, 3, in, "tanh(x w + b) / (w^2 + 1)");
+    gg_tensor_free(in[2]);
+    gg_tensor_free(in[1]);
     gg_tensor_free(x);
 }
 
