@@ -1,6 +1,7 @@
 /* The backward pass: collect the nodes reachable from the root, check them all, then run their
  * backward functions in reverse order of recording. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,44 +14,29 @@ static int by_seq_desc(const void *a, const void *b) {
     return x->seq < y->seq ? 1 : (x->seq > y->seq ? -1 : 0);
 }
 
-/* Depth-first collection of the nodes reachable from root (each once). Returns the count or -1. */
+static atomic_uint_fast64_t visit_epoch;
+
+/* Depth-first collection of the nodes reachable from root, each once (marked with this pass's epoch).
+ * Returns the count, or -1 when out of memory. */
 static long collect(gg_node *root, gg_node ***out) {
+    uint64_t epoch = atomic_fetch_add(&visit_epoch, 1) + 1;
     size_t cap = 64, n = 0, top = 0, scap = 64;
     gg_node **list = malloc(cap * sizeof *list), **stack = malloc(scap * sizeof *stack);
-    /* visited set: a small open-addressing hash of node pointers */
-    size_t hcap = 128;
-    gg_node **seen = calloc(hcap, sizeof *seen);
-    if (!list || !stack || !seen) goto oom;
+    if (!list || !stack) goto oom;
+    root->visit = epoch;
     stack[top++] = root;
     while (top) {
         gg_node *v = stack[--top];
-        size_t h = ((uintptr_t)v >> 4) * 0x9E3779B97F4A7C15ull & (hcap - 1);
-        while (seen[h] && seen[h] != v) h = (h + 1) & (hcap - 1);
-        if (seen[h]) continue;
-        seen[h] = v;
         if (n + 1 > cap) {
             gg_node **p = realloc(list, (cap *= 2) * sizeof *list);
             if (!p) goto oom;
             list = p;
         }
         list[n++] = v;
-        if (n * 2 > hcap) { /* rehash */
-            size_t ncap = hcap * 4;
-            gg_node **ns = calloc(ncap, sizeof *ns);
-            if (!ns) goto oom;
-            for (size_t i = 0; i < hcap; i++) {
-                if (!seen[i]) continue;
-                size_t k = ((uintptr_t)seen[i] >> 4) * 0x9E3779B97F4A7C15ull & (ncap - 1);
-                while (ns[k]) k = (k + 1) & (ncap - 1);
-                ns[k] = seen[i];
-            }
-            free(seen);
-            seen = ns;
-            hcap = ncap;
-        }
         for (int i = 0; i < v->n_in; i++) {
             gg_tensor *x = v->in[i];
-            if (!x || !x->grad_fn || !x->requires_grad) continue;
+            if (!x || !x->grad_fn || !x->requires_grad || x->grad_fn->visit == epoch) continue;
+            x->grad_fn->visit = epoch;
             if (top + 1 > scap) {
                 gg_node **p = realloc(stack, (scap *= 2) * sizeof *stack);
                 if (!p) goto oom;
@@ -60,14 +46,31 @@ static long collect(gg_node *root, gg_node ***out) {
         }
     }
     free(stack);
-    free(seen);
     *out = list;
     return (long)n;
 oom:
     free(list);
     free(stack);
-    free(seen);
     return -1;
+}
+
+/* Reverse recording order. When every collected node is on the current tape (the usual case) that is
+ * the tape's own order read backwards, found in one pass; otherwise sort by sequence number. */
+static void order_nodes(gg_node **nodes, long n) {
+    gg_tape *tape = gg_tape_current();
+    uint64_t epoch = nodes[0]->visit;
+    long k = 0;
+    size_t count = tape ? gg__tape_nodes_count(tape) : 0;
+    gg_node *const *all = tape ? gg__tape_nodes(tape) : NULL;
+    for (size_t i = count; i-- > 0 && k < n;)
+        if (all[i]->visit == epoch) k++;
+    if (k == n) {
+        k = 0;
+        for (size_t i = count; i-- > 0 && k < n;)
+            if (all[i]->visit == epoch) nodes[k++] = all[i];
+        return;
+    }
+    qsort(nodes, (size_t)n, sizeof *nodes, by_seq_desc);
 }
 
 static int check_node(const gg_node *n) {
@@ -144,7 +147,7 @@ int gg_backward_ex(gg_tensor *root, const gg_tensor *grad_seed, bool retain_grap
         gg_tensor_free(seed);
         return st;
     }
-    qsort(nodes, (size_t)n, sizeof *nodes, by_seq_desc);
+    order_nodes(nodes, n);
     for (long i = 0; i < n; i++) { /* stale accumulators from an interrupted backward */
         gg_tensor_free(nodes[i]->out_grad);
         nodes[i]->out_grad = NULL;

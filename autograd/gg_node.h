@@ -46,7 +46,8 @@ struct gg_node {
     gg_tensor *out_grad;         /* gradient w.r.t. out, accumulated during backward */
     bool had_saved;              /* saved something: a second backward needs retain_graph */
     bool released;               /* saved tensors were freed by a backward */
-    size_t seq;                  /* position on the tape */
+    size_t seq;                  /* global recording order */
+    uint64_t visit;              /* backward pass that last collected this node */
 };
 
 /* A new contiguous, uninitialised output owned by the current tape; NULL (error recorded) on failure. */
@@ -69,6 +70,10 @@ gg_tensor *gg_op_finish(gg_tensor *out, const char *func, int n_in, gg_tensor *c
  * check gg_last_status() when it matters. */
 gg_tensor *gg_node_grad(gg_node *node, int i);
 bool gg_node_needs_grad(const gg_node *node, int i);
+
+/* The engine's view of a tape's nodes, in recording order. */
+size_t gg__tape_nodes_count(const gg_tape *tape);
+gg_node *const *gg__tape_nodes(const gg_tape *tape);
 
 /* dst += src summed over the dimensions src was broadcast along (src's shape broadcasts from dst's).
  * dst contiguous. The reduction every broadcasting op's backward needs. */

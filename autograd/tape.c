@@ -70,7 +70,7 @@ void gg_tape_reset(gg_tape *tape) {
         }
         for (int k = 0; k < n->n_in; k++) gg_tensor_free(n->in[k]);
         if (n->in != n->in_inline) free(n->in);
-        free(n);
+        gg__free_untracked(n);
     }
     tape->n_nodes = 0;
     for (size_t i = 0; i < tape->n_tensors; i++) gg_tensor_free(tape->tensors[i]);
@@ -86,6 +86,9 @@ void gg_tape_free(gg_tape *tape) {
     if (tape == current_tape) current_tape = NULL;
     free(tape);
 }
+
+size_t gg__tape_nodes_count(const gg_tape *tape) { return tape->n_nodes; }
+gg_node *const *gg__tape_nodes(const gg_tape *tape) { return tape->nodes; }
 
 size_t gg_tape_num_nodes(const gg_tape *tape) {
     if (!tape) tape = gg_tape_current();
@@ -153,12 +156,13 @@ gg_node *gg_op_record(const gg_op_def *op, gg_tensor *out, int n_in, gg_tensor *
     if (failed) *failed = false;
     if (!gg_op_needs_grad(n_in, in)) return NULL;
     gg_tape *tape = gg_tape_current();
-    gg_node *n = calloc(1, sizeof *n);
+    gg_node *n = gg__alloc_untracked(sizeof *n);
+    if (n) memset(n, 0, sizeof *n);
     gg_tensor **ins = n_in <= GG_NODE_INLINE_INPUTS ? (n ? n->in_inline : NULL) : malloc((size_t)n_in * sizeof *ins);
     if (!tape || !n || !ins ||
         grow((void **)&tape->nodes, &tape->cap_nodes, tape->n_nodes + 1, sizeof(gg_node *))) {
         if (n && ins != n->in_inline) free(ins);
-        free(n);
+        gg__free_untracked(n);
         if (failed) *failed = true;
         gg_error_set(GG_ERR_NOMEM, op->name, "cannot record a graph node");
         return NULL;

@@ -1,5 +1,9 @@
-/* 64-byte-aligned allocation with live/peak counters and a size-class cache for large blocks. */
+/* 64-byte-aligned allocation with live/peak counters and two caches: a shared size-class cache for
+ * blocks of 64 KiB and more (fresh pages are expensive), and a lock-free per-thread cache of small
+ * blocks (tensor headers, graph nodes, tiny tensors: the autograd hot path allocates several per op). */
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,10 +24,11 @@
 
 /* Every block carries a header in the 64 bytes before the pointer handed out. */
 typedef struct block_hdr {
-    size_t requested;  /* bytes asked for (counted in live_bytes) */
+    size_t requested;  /* bytes asked for (counted in live_bytes unless untracked) */
     size_t capacity;   /* bytes usable after the header (the size class for cached blocks) */
     struct block_hdr *next_free;
     uint32_t magic;
+    bool tracked;      /* counted in the user-visible statistics */
 } block_hdr;
 
 #define HDR_SIZE GG_ALIGN
@@ -31,10 +36,42 @@ typedef struct block_hdr {
 #define CACHE_MIN ((size_t)64 << 10) /* blocks below 64 KiB go straight to the C allocator */
 #define N_CLASSES 192                /* 4 classes per octave from 64 KiB up to 2^62 bytes */
 
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+#define SMALL_CLASSES 11                  /* 64 B, 128 B, ..., 64 KiB (blocks below CACHE_MIN) */
+#define SMALL_KEEP_BYTES ((size_t)64 << 20) /* per thread and class: a 100k-node graph fits */
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER; /* guards free_lists */
 static block_hdr *free_lists[N_CLASSES];
-static gg_alloc_stats stats;
-static int caching = GG_CACHE_DEFAULT;
+static atomic_size_t live_bytes, peak_bytes, cached_bytes, n_allocs, n_cache_hits;
+static atomic_int caching = GG_CACHE_DEFAULT;
+
+typedef struct small_cache {
+    block_hdr *head[SMALL_CLASSES];
+    size_t bytes[SMALL_CLASSES];
+    bool registered;
+} small_cache;
+static _Thread_local small_cache tcache;
+static pthread_key_t tcache_key;
+static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
+
+static void flush_small(small_cache *c) {
+    for (int k = 0; k < SMALL_CLASSES; k++) {
+        while (c->head[k]) {
+            block_hdr *h = c->head[k];
+            c->head[k] = h->next_free;
+            free(h);
+        }
+        c->bytes[k] = 0;
+    }
+}
+static void tcache_exit(void *p) { flush_small(p); }
+static void make_tcache_key(void) { pthread_key_create(&tcache_key, tcache_exit); }
+
+static int small_class(size_t bytes) {
+    size_t cap = 64;
+    int k = 0;
+    while (cap < bytes) cap <<= 1, k++;
+    return k;
+}
 
 /* Size class of a large request: 4 steps per power of two, so at most 25% is wasted. */
 static int size_class(size_t bytes, size_t *class_bytes) {
@@ -53,37 +90,64 @@ static void *raw_alloc(size_t capacity) {
     return p;
 }
 
-void *gg_alloc(size_t bytes) {
-    size_t capacity = bytes;
-    int cls = -1;
-    block_hdr *h = NULL;
-    if (bytes >= CACHE_MIN && bytes <= ((size_t)1 << 62)) cls = size_class(bytes, &capacity);
-    pthread_mutex_lock(&cache_lock);
-    if (cls >= 0 && cls < N_CLASSES && caching && free_lists[cls]) {
-        h = free_lists[cls];
-        free_lists[cls] = h->next_free;
-        stats.cached_bytes -= h->capacity;
-        stats.n_cache_hits++;
+static void count_alloc(size_t bytes) {
+    size_t live = atomic_fetch_add_explicit(&live_bytes, bytes, memory_order_relaxed) + bytes;
+    size_t peak = atomic_load_explicit(&peak_bytes, memory_order_relaxed);
+    while (live > peak &&
+           !atomic_compare_exchange_weak_explicit(&peak_bytes, &peak, live, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
     }
-    pthread_mutex_unlock(&cache_lock);
-    if (!h) {
-        h = raw_alloc(capacity);
-        if (!h) {
-            gg_error_set(GG_ERR_NOMEM, "gg_alloc", "cannot allocate %zu bytes", bytes);
-            return NULL;
+    atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
+}
+
+/* Take a block of at least `bytes` from a cache or the system; NULL on failure. */
+static block_hdr *take_block(size_t bytes) {
+    block_hdr *h = NULL;
+    bool cache = atomic_load_explicit(&caching, memory_order_relaxed);
+    size_t capacity = bytes;
+    if (bytes < CACHE_MIN) {
+        int k = small_class(bytes);
+        capacity = (size_t)64 << k;
+        if (cache && (h = tcache.head[k])) {
+            tcache.head[k] = h->next_free;
+            tcache.bytes[k] -= capacity;
+            if (h->next_free) __builtin_prefetch(h->next_free); /* the next pop reads it */
+            return h;
         }
-        h->capacity = capacity;
+    } else if (bytes <= ((size_t)1 << 62)) {
+        int cls = size_class(bytes, &capacity);
+        if (cache && cls < N_CLASSES) {
+            pthread_mutex_lock(&cache_lock);
+            if ((h = free_lists[cls])) free_lists[cls] = h->next_free;
+            pthread_mutex_unlock(&cache_lock);
+            if (h) atomic_fetch_sub_explicit(&cached_bytes, h->capacity, memory_order_relaxed);
+        }
+    }
+    if (h) {
+        atomic_fetch_add_explicit(&n_cache_hits, 1, memory_order_relaxed);
+        return h;
+    }
+    h = raw_alloc(capacity);
+    if (h) h->capacity = capacity;
+    return h;
+}
+
+static void *alloc_block(size_t bytes, bool tracked) {
+    block_hdr *h = take_block(bytes);
+    if (!h) {
+        gg_error_set(GG_ERR_NOMEM, "gg_alloc", "cannot allocate %zu bytes", bytes);
+        return NULL;
     }
     h->requested = bytes;
     h->next_free = NULL;
     h->magic = BLOCK_MAGIC;
-    pthread_mutex_lock(&cache_lock);
-    stats.live_bytes += bytes;
-    if (stats.live_bytes > stats.peak_bytes) stats.peak_bytes = stats.live_bytes;
-    stats.n_allocs++;
-    pthread_mutex_unlock(&cache_lock);
+    h->tracked = tracked;
+    if (tracked) count_alloc(bytes);
     return (char *)h + HDR_SIZE;
 }
+
+void *gg_alloc(size_t bytes) { return alloc_block(bytes, true); }
+void *gg__alloc_untracked(size_t bytes) { return alloc_block(bytes, false); }
 
 void *gg_alloc_zeroed(size_t bytes) {
     void *p = gg_alloc(bytes);
@@ -94,47 +158,54 @@ void *gg_alloc_zeroed(size_t bytes) {
 void gg_free(void *p) {
     if (!p) return;
     block_hdr *h = (block_hdr *)((char *)p - HDR_SIZE);
-    size_t cls_bytes = 0;
-    int cls = h->capacity >= CACHE_MIN ? size_class(h->capacity, &cls_bytes) : -1;
-    pthread_mutex_lock(&cache_lock);
-    stats.live_bytes -= h->requested;
-    int keep = caching && cls >= 0 && cls < N_CLASSES && cls_bytes == h->capacity;
-    if (keep) {
-        h->next_free = free_lists[cls];
-        free_lists[cls] = h;
-        stats.cached_bytes += h->capacity;
+    if (h->tracked) atomic_fetch_sub_explicit(&live_bytes, h->requested, memory_order_relaxed);
+    h->magic = 0;
+    if (atomic_load_explicit(&caching, memory_order_relaxed)) {
+        if (h->capacity < CACHE_MIN) {
+            int k = small_class(h->capacity);
+            if (((size_t)64 << k) == h->capacity && tcache.bytes[k] + h->capacity <= SMALL_KEEP_BYTES) {
+                if (!tcache.registered) { /* flush this thread's blocks when it exits */
+                    pthread_once(&tcache_once, make_tcache_key);
+                    pthread_setspecific(tcache_key, &tcache);
+                    tcache.registered = true;
+                }
+                h->next_free = tcache.head[k];
+                tcache.head[k] = h;
+                tcache.bytes[k] += h->capacity;
+                return;
+            }
+        } else {
+            size_t cls_bytes = 0;
+            int cls = size_class(h->capacity, &cls_bytes);
+            if (cls < N_CLASSES && cls_bytes == h->capacity) {
+                pthread_mutex_lock(&cache_lock);
+                h->next_free = free_lists[cls];
+                free_lists[cls] = h;
+                pthread_mutex_unlock(&cache_lock);
+                atomic_fetch_add_explicit(&cached_bytes, h->capacity, memory_order_relaxed);
+                return;
+            }
+        }
     }
-    pthread_mutex_unlock(&cache_lock);
-    if (!keep) {
-        h->magic = 0;
-        free(h);
-    }
+    free(h);
 }
+
+void gg__free_untracked(void *p) { gg_free(p); }
 
 void gg_alloc_get_stats(gg_alloc_stats *out) {
     if (!out) return;
-    pthread_mutex_lock(&cache_lock);
-    *out = stats;
-    pthread_mutex_unlock(&cache_lock);
+    out->live_bytes = atomic_load(&live_bytes);
+    out->peak_bytes = atomic_load(&peak_bytes);
+    size_t small = 0;
+    for (int k = 0; k < SMALL_CLASSES; k++) small += tcache.bytes[k];
+    out->cached_bytes = atomic_load(&cached_bytes) + small;
+    out->n_allocs = atomic_load(&n_allocs);
+    out->n_cache_hits = atomic_load(&n_cache_hits);
 }
 
-size_t gg_alloc_live_bytes(void) {
-    gg_alloc_stats s;
-    gg_alloc_get_stats(&s);
-    return s.live_bytes;
-}
-
-size_t gg_alloc_peak_bytes(void) {
-    gg_alloc_stats s;
-    gg_alloc_get_stats(&s);
-    return s.peak_bytes;
-}
-
-void gg_alloc_reset_peak(void) {
-    pthread_mutex_lock(&cache_lock);
-    stats.peak_bytes = stats.live_bytes;
-    pthread_mutex_unlock(&cache_lock);
-}
+size_t gg_alloc_live_bytes(void) { return atomic_load(&live_bytes); }
+size_t gg_alloc_peak_bytes(void) { return atomic_load(&peak_bytes); }
+void gg_alloc_reset_peak(void) { atomic_store(&peak_bytes, atomic_load(&live_bytes)); }
 
 void gg_alloc_trim(void) {
     block_hdr *all = NULL;
@@ -147,18 +218,17 @@ void gg_alloc_trim(void) {
             all = h;
         }
     }
-    stats.cached_bytes = 0;
     pthread_mutex_unlock(&cache_lock);
     while (all) {
         block_hdr *next = all->next_free;
+        atomic_fetch_sub(&cached_bytes, all->capacity);
         free(all);
         all = next;
     }
+    flush_small(&tcache);
 }
 
 void gg_alloc_set_caching(int enabled) {
-    pthread_mutex_lock(&cache_lock);
-    caching = enabled != 0;
-    pthread_mutex_unlock(&cache_lock);
+    atomic_store(&caching, enabled != 0);
     if (!enabled) gg_alloc_trim();
 }

@@ -1,9 +1,10 @@
 /* groupgrad memory: 64-byte-aligned allocation with live/peak byte counters and a caching arena.
  *
  * Fresh pages cost about 2 us per 4 KiB on the target machines (PERF_NOTES.md), so freed blocks of
- * 64 KiB and more are kept in size-class free lists and reused instead of being handed back to the
- * kernel; gg_alloc_trim() releases them. Small blocks go straight to the C allocator. Builds with
- * AddressSanitizer turn the cache off so use-after-free is still caught.
+ * 64 KiB and more are kept in shared size-class free lists and reused instead of being handed back to the
+ * kernel. Smaller blocks are kept in a lock-free per-thread cache (up to 64 MiB per power-of-two class),
+ * because the autograd hot path allocates several per op. gg_alloc_trim() releases cached blocks.
+ * Builds with AddressSanitizer turn both caches off so use-after-free is still caught.
  * All functions are thread-safe. */
 #ifndef GG_ALLOC_H
 #define GG_ALLOC_H
@@ -19,9 +20,9 @@ extern "C" {
 typedef struct gg_alloc_stats {
     size_t live_bytes;   /* bytes handed out and not yet freed (as requested) */
     size_t peak_bytes;   /* maximum of live_bytes since start or the last gg_alloc_reset_peak() */
-    size_t cached_bytes; /* bytes held in the free lists for reuse */
+    size_t cached_bytes; /* bytes held for reuse: the shared large-block cache + this thread's small one */
     size_t n_allocs;     /* number of successful gg_alloc calls */
-    size_t n_cache_hits; /* how many of them were served from the cache */
+    size_t n_cache_hits; /* how many were served from the large-block (>= 64 KiB) cache */
 } gg_alloc_stats;
 
 /* Allocate `bytes` (0 allowed: returns a unique non-NULL block) aligned to GG_ALIGN bytes.
@@ -37,7 +38,8 @@ size_t gg_alloc_live_bytes(void);
 size_t gg_alloc_peak_bytes(void);
 /* Set the peak counter to the current live count. */
 void gg_alloc_reset_peak(void);
-/* Return every cached block to the system. */
+/* Return cached blocks to the system: the shared large-block cache and this thread's small-block cache
+ * (other threads' small caches are returned when those threads exit). */
 void gg_alloc_trim(void);
 /* Turn the cache on or off (on by default except under AddressSanitizer); turning it off trims. */
 void gg_alloc_set_caching(int enabled);

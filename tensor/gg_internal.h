@@ -25,6 +25,14 @@ gg_tensor *gg__view_header(const gg_tensor *t, int ndim, const int64_t *shape, c
                            int64_t offset);
 /* Allocate a contiguous tensor whose shape was already validated. */
 gg_tensor *gg__alloc_tensor(int ndim, const int64_t *shape, const char *func);
+/* Blocks from the allocator's caches that do not count in the user-visible statistics (tensor headers,
+ * storage records, graph nodes). Not zeroed. */
+void *gg__alloc_untracked(size_t bytes);
+void gg__free_untracked(void *p);
+/* A zeroed tensor header / storage record from the cache; freed with gg__free_untracked. */
+gg_tensor *gg__new_header(void);
+gg_storage *gg__new_storage(void);
+
 /* Contiguous row-major strides for a shape. */
 void gg__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
 

@@ -71,6 +71,18 @@ int gg_normalize_dim(int dim, int ndim, int extra, const char *func) {
     return d;
 }
 
+gg_tensor *gg__new_header(void) {
+    gg_tensor *t = gg__alloc_untracked(sizeof *t);
+    if (t) memset(t, 0, sizeof *t);
+    return t;
+}
+
+gg_storage *gg__new_storage(void) {
+    gg_storage *st = gg__alloc_untracked(sizeof *st);
+    if (st) memset(st, 0, sizeof *st);
+    return st;
+}
+
 void gg__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride) {
     int64_t s = 1;
     for (int d = ndim - 1; d >= 0; d--) {
@@ -83,12 +95,12 @@ void gg__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride) {
 gg_tensor *gg__alloc_tensor(int ndim, const int64_t *shape, const char *func) {
     int64_t numel = gg_shape_numel(ndim, shape, func);
     if (numel < 0) return NULL;
-    gg_tensor *t = calloc(1, sizeof *t);
-    gg_storage *st = calloc(1, sizeof *st);
+    gg_tensor *t = gg__new_header();
+    gg_storage *st = gg__new_storage();
     float *data = gg_alloc((size_t)numel * sizeof(float));
     if (!t || !st || !data) {
-        free(t);
-        free(st);
+        gg__free_untracked(t);
+        gg__free_untracked(st);
         gg_free(data);
         gg_error_set(GG_ERR_NOMEM, func, "cannot allocate %lld floats", (long long)numel);
         return NULL;
@@ -108,7 +120,7 @@ gg_tensor *gg__alloc_tensor(int ndim, const int64_t *shape, const char *func) {
 
 gg_tensor *gg__view_header(const gg_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
                            int64_t offset) {
-    gg_tensor *v = calloc(1, sizeof *v);
+    gg_tensor *v = gg__new_header();
     if (!v) {
         gg_error_set(GG_ERR_NOMEM, "gg_tensor_view", "cannot allocate a tensor header");
         return NULL;
@@ -192,11 +204,11 @@ gg_tensor *gg_tensor_from_buffer(int ndim, const int64_t *shape, float *data) {
         GG_FAIL(GG_ERR_ARG, "data is NULL");
         return NULL;
     }
-    gg_tensor *t = calloc(1, sizeof *t);
-    gg_storage *st = calloc(1, sizeof *st);
+    gg_tensor *t = gg__new_header();
+    gg_storage *st = gg__new_storage();
     if (!t || !st) {
-        free(t);
-        free(st);
+        gg__free_untracked(t);
+        gg__free_untracked(st);
         GG_FAIL(GG_ERR_NOMEM, "cannot allocate a tensor header");
         return NULL;
     }
@@ -234,9 +246,9 @@ void gg_tensor_free(gg_tensor *t) {
     gg_storage *st = t->storage;
     if (st && --st->refcount == 0) {
         if (st->owns_data) gg_free(st->data);
-        free(st);
+        gg__free_untracked(st);
     }
-    free(t);
+    gg__free_untracked(t);
 }
 
 bool gg_tensor_is_contiguous(const gg_tensor *t) {
