@@ -12,7 +12,7 @@ void gg__blis_set_num_threads(int n);
  * may hold garbage). op(X) is X, or X^T when the flag is set. Each stored matrix has its element (r, c)
  * at x[r*rsx + c*csx]: A is m x k (k x m when ta), B is k x n (n x k when tb), C is m x n. Strides are in
  * elements; a dimension of size 1 may have any stride. C must not overlap A or B.
- *   gg__sgemm      BLIS: gg_get_num_threads() threads from 2^18 multiply-adds up, one thread below and
+ *   gg__sgemm      BLIS: gg_get_num_threads() threads from 2^20 multiply-adds up, one thread below and
  *                  inside OpenMP regions (a nested BLIS region would start fresh threads on every call;
  *                  loop over matrices serially and let BLIS thread each call instead).
  *                  Each matrix needs unit stride in one dimension (gg__sgemm_layout_ok); other layouts,
