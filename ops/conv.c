@@ -43,10 +43,12 @@ gg_conv2d_params gg_conv2d_make(int stride, int pad, int dilation, int groups) {
 
 typedef struct conv_plan {
     gg_conv2d_shape key;
-    gg_conv_algo algo; /* never AUTO */
-    int64_t nb;        /* samples per GEMM chunk (GEMM only) */
+    gg_conv_algo algo[3]; /* forward, data gradient, weight gradient; never AUTO */
+    int64_t nb;           /* samples per GEMM chunk */
     bool used;
 } conv_plan;
+
+enum { PASS_FWD, PASS_DATA, PASS_WEIGHT };
 
 #define PLAN_SLOTS 32
 static _Thread_local conv_plan plan_cache[PLAN_SLOTS];
@@ -76,19 +78,27 @@ int64_t gg__conv2d_gemm_batch(const gg_conv2d_shape *s) {
     return nb < 1 ? 1 : nb;
 }
 
-static bool depthwise_fits(const gg_conv2d_shape *s) {
-    return s->C == s->G && s->R * s->S <= GG_CONV_DW_MAX_TAPS;
-}
 
+/* Rules from interleaved timings of both kernels (bench shapes: ResNet-style layers 7x7 .. 56x56, dense,
+ * groups 4 and 8, depthwise, 1x1, stride 2; one thread):
+ *  - forward and data gradient: the direct kernel wins for 3x3-like kernels at every group size (by
+ *    1.2-1.6x dense and 10-30x depthwise, where the GEMMs degenerate), as long as one group's input planes
+ *    stay in L2; im2col + GEMM wins for 1x1 convolutions with many channels (no im2col needed there).
+ *  - weight gradient: the direct kernel's dot products lose to the GEMM once the per-group GEMM is big
+ *    (K/G >= 24 rows, C/G*R*S >= 64 columns), and win below.
+ *  - tiny convolutions (< 32k MACs) skip the workspaces and BLIS calls: the reference loops. */
 static conv_plan choose(const gg_conv2d_shape *s) {
-    conv_plan p = {.key = *s, .algo = GG_CONV_ALGO_GEMM, .nb = 1, .used = true};
-    const double macs = (double)s->N * (double)s->K * (double)(s->C / s->G * s->R * s->S) * (double)(s->Ho * s->Wo);
-    /* Direct loops for depthwise and small channel multipliers: a GEMM with Kg <= 8 rows and C/G*R*S
-     * columns of reduction would be all edge cases. Tiny convolutions (a few microseconds of loops) skip
-     * the workspace and the BLIS calls, whose fixed cost would dominate. */
-    if (depthwise_fits(s) && s->K / s->G <= 8) p.algo = GG_CONV_ALGO_DEPTHWISE;
-    else if (macs < 32768) p.algo = GG_CONV_ALGO_REF;
-    else p.nb = gg__conv2d_gemm_batch(s);
+    conv_plan p = {.key = *s, .nb = 1, .used = true};
+    const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S;
+    const double macs = (double)s->N * (double)s->K * (double)(Cg * RS) * (double)(s->Ho * s->Wo);
+    /* zero-bordered input planes of one group, which the direct kernel keeps hot */
+    const double group_bytes = 4.0 * (double)Cg * (double)(s->Ho + (s->R - 1) * s->dil_h) *
+                               (double)(s->Wo + (s->S - 1) * s->dil_w);
+    const bool supports = gg__conv2d_direct_supports(s);
+    const bool direct = supports && ((group_bytes <= 1024.0 * 1024.0 && !(RS == 1 && Cg >= 16)) || Cg == 1);
+    const gg_conv_algo other = macs < 32768 ? GG_CONV_ALGO_REF : GG_CONV_ALGO_GEMM;
+    p.algo[PASS_FWD] = p.algo[PASS_DATA] = direct ? GG_CONV_ALGO_DIRECT : other;
+    p.algo[PASS_WEIGHT] = direct && !(Kg >= 24 && Cg * RS >= 64) ? GG_CONV_ALGO_DIRECT : other;
     return p;
 }
 
@@ -101,15 +111,12 @@ static conv_plan get_plan(const gg_conv2d_shape *s) {
         }
     if (!p.used) {
         p = choose(s);
+        p.nb = gg__conv2d_gemm_batch(s);
         plan_cache[plan_next++ % PLAN_SLOTS] = p;
     }
     gg_conv_algo f = (gg_conv_algo)atomic_load(&forced_algo);
-    if (f == GG_CONV_ALGO_REF) p.algo = f;
-    else if (f == GG_CONV_ALGO_DEPTHWISE && depthwise_fits(s)) p.algo = f;
-    else if (f == GG_CONV_ALGO_GEMM && p.algo != GG_CONV_ALGO_GEMM) {
-        p.algo = f;
-        p.nb = gg__conv2d_gemm_batch(s);
-    }
+    if (f == GG_CONV_ALGO_REF || f == GG_CONV_ALGO_GEMM || (f == GG_CONV_ALGO_DIRECT && gg__conv2d_direct_supports(s)))
+        p.algo[PASS_FWD] = p.algo[PASS_DATA] = p.algo[PASS_WEIGHT] = f;
     return p;
 }
 
@@ -185,22 +192,18 @@ static int check_args(const gg_tensor *x, const gg_tensor *w, const gg_tensor *b
 
 static int forward(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y) {
     if (s->N == 0 || s->K == 0) return GG_OK;
-    conv_plan p = get_plan(s);
-    switch (p.algo) {
-    case GG_CONV_ALGO_DEPTHWISE:
-        gg__conv2d_fwd_depthwise(s, x, w, b, y);
-        return GG_OK;
-    case GG_CONV_ALGO_GEMM: {
-        void *ws = gg_alloc(gg__conv2d_gemm_workspace(s, p.nb));
-        if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the im2col workspace");
-        gg__conv2d_fwd_gemm(s, p.nb, x, w, b, y, ws);
-        gg_free(ws);
-        return GG_OK;
-    }
-    default:
+    const conv_plan p = get_plan(s);
+    const gg_conv_algo a = p.algo[PASS_FWD];
+    if (a == GG_CONV_ALGO_REF) {
         gg__conv2d_fwd_ref(s, x, w, b, y);
         return GG_OK;
     }
+    void *ws = gg_alloc(a == GG_CONV_ALGO_GEMM ? gg__conv2d_gemm_workspace(s, p.nb) : gg__conv2d_direct_workspace(s));
+    if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace");
+    if (a == GG_CONV_ALGO_GEMM) gg__conv2d_fwd_gemm(s, p.nb, x, w, b, y, ws);
+    else gg__conv2d_fwd_direct(s, x, w, b, y, ws);
+    gg_free(ws);
+    return GG_OK;
 }
 
 /* ip[] holds the geometry, then the saved-slot index of x and of w (-1: not saved). */
@@ -224,24 +227,25 @@ static int conv2d_backward(gg_node *node, const gg_tensor *gout) {
     if ((dx && !w) || (dw && !x)) return gg_error_set(GG_ERR_STATE, FN, "backward: a needed input was not saved");
     if (gb) gg__conv2d_bwd_bias(&s, dy, gg_tensor_data(gb));
     if (!dx && !dw) return GG_OK;
-    conv_plan p = get_plan(&s);
-    switch (p.algo) {
-    case GG_CONV_ALGO_DEPTHWISE:
-        if (dx) gg__conv2d_bwd_data_depthwise(&s, dy, w, dx);
-        if (dw) gg__conv2d_bwd_weight_depthwise(&s, x, dy, dw);
-        return GG_OK;
-    case GG_CONV_ALGO_GEMM: {
+    const conv_plan p = get_plan(&s);
+    const gg_conv_algo ad = dx ? p.algo[PASS_DATA] : GG_CONV_ALGO_AUTO, aw = dw ? p.algo[PASS_WEIGHT] : GG_CONV_ALGO_AUTO;
+    if (ad == GG_CONV_ALGO_REF) gg__conv2d_bwd_data_ref(&s, dy, w, dx);
+    if (aw == GG_CONV_ALGO_REF) gg__conv2d_bwd_weight_ref(&s, x, dy, dw);
+    if (ad == GG_CONV_ALGO_GEMM || aw == GG_CONV_ALGO_GEMM) { /* one pass for both when both use it */
         void *ws = gg_alloc(gg__conv2d_gemm_workspace(&s, p.nb));
-        if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the im2col workspace");
-        gg__conv2d_bwd_gemm(&s, p.nb, x, w, dy, dx, dw, ws);
+        if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace");
+        gg__conv2d_bwd_gemm(&s, p.nb, x, w, dy, ad == GG_CONV_ALGO_GEMM ? dx : NULL, aw == GG_CONV_ALGO_GEMM ? dw : NULL,
+                            ws);
         gg_free(ws);
-        return GG_OK;
     }
-    default:
-        if (dx) gg__conv2d_bwd_data_ref(&s, dy, w, dx);
-        if (dw) gg__conv2d_bwd_weight_ref(&s, x, dy, dw);
-        return GG_OK;
+    if (ad == GG_CONV_ALGO_DIRECT || aw == GG_CONV_ALGO_DIRECT) {
+        void *ws = gg_alloc(gg__conv2d_direct_workspace(&s));
+        if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace");
+        if (ad == GG_CONV_ALGO_DIRECT) gg__conv2d_bwd_data_direct(&s, dy, w, dx, ws);
+        if (aw == GG_CONV_ALGO_DIRECT) gg__conv2d_bwd_weight_direct(&s, x, dy, dw, ws);
+        gg_free(ws);
     }
+    return GG_OK;
 }
 
 static const gg_op_def CONV2D_OP = {"conv2d", conv2d_backward};

@@ -1,8 +1,12 @@
-/* Convolution kernels: the plain-C reference (the oracle), im2col + BLIS GEMM, and direct depthwise loops.
+/* Convolution kernels: the plain-C reference (the oracle), im2col + BLIS GEMM, and direct loops for few
+ * channels per group (depthwise).
  * Shapes and conventions: gg_conv_kernels.h. Threads: OpenMP regions for the memory passes (im2col,
- * col2im, gathers, depthwise loops); BLIS is always called outside them and threads itself. */
+ * col2im, gathers, direct loops); BLIS is always called outside them and threads itself. */
 #include <stdbool.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "gg_backend.h"
 #include "gg_conv_kernels.h"
@@ -10,6 +14,11 @@
 #include "gg_runtime.h"
 
 #define PAR_MIN 32768 /* elements of work below which a loop stays serial */
+
+/* ISO C mode (-std=c11) makes GCC keep a*b + c as two roundings: allow FMA contraction in these kernels. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
 
 static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -297,124 +306,395 @@ void gg__conv2d_bwd_gemm(const gg_conv2d_shape *s, int64_t nb, const float *x, c
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * Direct kernels for C/G == 1 (depthwise, channel multiplier Kg = K/C). Output channel k reads input
- * channel k / Kg. Each (n, c) plane, or each k for the weight gradient, is one OpenMP task that owns what
- * it writes; the rows are accumulated in place so the inner loops run over contiguous output columns. */
+ * Direct kernels: no im2col, no GEMM; best for few channels per group (depthwise) and fine for dense
+ * convolutions whose planes stay in cache.
+ *
+ * Each input plane is copied once into zero-bordered "phase planes" of pitch Wph: for stride (sh, sw),
+ * phase (a, b) holds xpad[i*sh + a][j*sw + b] (xpad: the input with its padding), so that every tap
+ * (r, t) reads one phase plane at a constant shift of the flat output index q = ho*Wph + wo:
+ *   y[ho][wo] = sum_{r,t} w[r,t] * xpad[ho*sh + r*dh][wo*sw + t*dw]
+ *             = sum_{r,t} w[r,t] * phase(r*dh % sh, t*dw % sw)[q + (r*dh / sh)*Wph + t*dw / sw].
+ * A convolution is then a sum of shifted contiguous passes over whole planes, accumulated in vector
+ * registers, several output planes per loaded input vector (corr_flat); the Wph - Wo junk columns of
+ * each row are computed and dropped. The weight gradient is a dot product of the dy plane (junk columns
+ * zero) with each shifted phase plane. The data gradient is, phase by phase of dx, a stride-1 correlation
+ * of a zero-bordered dy with the flipped taps that land in that phase (for stride 1: one phase, all taps).
+ * Tasks: (n, g) pairs for the forward and the data gradient; for the weight gradient, planes in memory
+ * order into per-thread sums (small weights) or (group, block of output channels) pairs. Each task owns
+ * what it writes. */
 
-typedef struct tap_ranges {
-    int64_t lo[GG_CONV_DW_MAX_TAPS], hi[GG_CONV_DW_MAX_TAPS], off[GG_CONV_DW_MAX_TAPS];
-} tap_ranges;
+/* Vectors of VW floats: 16 (one zmm) where AVX-512 is compiled in (Zen 5 runs two 512-bit FMAs per cycle,
+ * twice the 256-bit rate), 8 otherwise. vh is half a vector, vd the same lanes in double. */
+#if defined(__AVX512F__)
+#define VW 16
+#else
+#define VW 8
+#endif
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef float vh __attribute__((vector_size(VW * 2)));
+typedef double vd __attribute__((vector_size(VW * 4)));
+static inline vf ldv(const float *p) {
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void stv(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-/* Valid output column range and input column offset of each kernel column t. */
-static void column_ranges(const gg_conv2d_shape *s, tap_ranges *tr) {
-    for (int64_t t = 0; t < s->S; t++) {
-        tr->off[t] = t * s->dil_w - s->pad_l;
-        valid_range(s->Wo, s->W, s->str_w, tr->off[t], &tr->lo[t], &tr->hi[t]);
+/* One block of NV*VW consecutive outputs for each of KB output planes, accumulated in registers: every
+ * shifted input vector loaded feeds KB FMAs. KB and NV are constants after inlining. */
+static inline __attribute__((always_inline)) void corr_block(float *restrict out, int64_t ostride,
+                                                             const float *restrict in, int64_t n_in,
+                                                             int64_t in_stride, const int64_t *off, int64_t n_taps,
+                                                             const float *restrict wt, int64_t wstride,
+                                                             const float *init, int KB, int NV) {
+    vf a[4][8];
+    for (int o = 0; o < KB; o++)
+        for (int v = 0; v < NV; v++) a[o][v] = (vf){0} + init[o];
+    for (int64_t c = 0; c < n_in; c++) {
+        const float *ic = in + c * in_stride, *wc = wt + c * n_taps;
+        for (int64_t j = 0; j < n_taps; j++) {
+            const float *p = ic + off[j];
+            vf xv[8];
+            for (int v = 0; v < NV; v++) xv[v] = ldv(p + VW * v);
+            for (int o = 0; o < KB; o++) {
+                const vf wv = (vf){0} + wc[o * wstride + j];
+                for (int v = 0; v < NV; v++) a[o][v] += wv * xv[v];
+            }
+        }
+    }
+    for (int o = 0; o < KB; o++)
+        for (int v = 0; v < NV; v++) stv(out + o * ostride + VW * v, a[o][v]);
+}
+
+/* Largest block of corr_flat, in floats: the slack callers leave after outputs and input planes. */
+#define CORR_MAX_BLOCK (8 * VW)
+
+/* For each of n_out output planes o (weights wt + o*wstride laid out [n_in][n_taps], result at
+ * out + o*ostride):
+ *   out[o][q - q0] = init[o] + sum_{c < n_in, j < n_taps} wt[o][c*n_taps + j] * in[c*in_stride + off[j] + q]
+ * for q in [q0, q1). Four planes at a time in blocks of 4 vectors (2 for a short tail), the rest one at a
+ * time in blocks of 8 vectors (4 or 2 for the tail): up to CORR_MAX_BLOCK - 1 values past q1 are written,
+ * and reads reach that much + max(off) past q1 (slack the callers allocate). */
+static void corr_flat(float *restrict out, int64_t ostride, int64_t q0, int64_t q1, const float *restrict in,
+                      int64_t n_in, int64_t in_stride, const int64_t *off, int64_t n_taps, const float *restrict wt,
+                      int64_t wstride, int64_t n_out, const float *init) {
+#define CORR(q, KB, NV)                                                                                      \
+    corr_block(out + o * ostride + ((q) - q0), ostride, in + (q), n_in, in_stride, off, n_taps, wt + o * wstride, \
+               wstride, init + o, KB, NV)
+    int64_t o = 0;
+    for (; o + 4 <= n_out; o += 4) {
+        int64_t q = q0;
+        for (; q1 - q > 2 * VW; q += 4 * VW) CORR(q, 4, 4);
+        if (q < q1) CORR(q, 4, 2);
+    }
+    for (; o < n_out; o++) {
+        int64_t q = q0;
+        for (; q1 - q > 4 * VW; q += 8 * VW) CORR(q, 1, 8);
+        if (q1 - q > 2 * VW) CORR(q, 1, 4);
+        else if (q < q1) CORR(q, 1, 2);
+    }
+#undef CORR
+}
+
+/* Weight-gradient sums: VW doubles per tap (two vd), so each plane's float partial sums reach double
+ * precision with two conversions instead of a horizontal sum. */
+static inline void add_to_double(vd *dst, vf a) {
+    vh lo, hi;
+    memcpy(&lo, &a, sizeof lo);
+    memcpy(&hi, (const char *)&a + sizeof lo, sizeof hi);
+    dst[0] += __builtin_convertvector(lo, vd);
+    dst[1] += __builtin_convertvector(hi, vd);
+}
+
+/* sums[2j..2j+1] += lanes of sum_{q < n} d[q] * x[q + off[j]] for NT taps (n a multiple of VW): each block
+ * of d is loaded once for all of them. NT is a constant after inlining. */
+static inline __attribute__((always_inline)) void tap_dots(const float *restrict d, const float *restrict x,
+                                                           const int64_t *off, int64_t n, vd *sums, int NT) {
+    vf a[9];
+    for (int j = 0; j < NT; j++) a[j] = (vf){0};
+    for (int64_t q = 0; q < n; q += VW) {
+        const vf dv = ldv(d + q);
+        for (int j = 0; j < NT; j++) a[j] += dv * ldv(x + q + off[j]);
+    }
+    for (int j = 0; j < NT; j++) add_to_double(sums + 2 * j, a[j]);
+}
+
+/* A single tap with four accumulators (one would wait on the FMA latency). */
+static void tap_dot1(const float *restrict d, const float *restrict x, int64_t n, vd *sums) {
+    vf s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    int64_t i = 0;
+    for (; i + 4 * VW <= n; i += 4 * VW) {
+        s0 += ldv(d + i) * ldv(x + i), s1 += ldv(d + i + VW) * ldv(x + i + VW);
+        s2 += ldv(d + i + 2 * VW) * ldv(x + i + 2 * VW), s3 += ldv(d + i + 3 * VW) * ldv(x + i + 3 * VW);
+    }
+    for (; i < n; i += VW) s0 += ldv(d + i) * ldv(x + i);
+    add_to_double(sums, (s0 + s1) + (s2 + s3));
+}
+
+/* sums[2j..] += d . x shifted by off[j], for every tap j < n_taps, up to nine taps per pass over d. */
+static void all_tap_dots(const float *d, const float *x, const int64_t *off, int64_t n_taps, int64_t n, vd *sums) {
+    for (int64_t j0 = 0; j0 < n_taps; j0 += 9) {
+        const int64_t *o = off + j0;
+        vd *sj = sums + 2 * j0;
+        switch (imin(9, n_taps - j0)) {
+        case 9: tap_dots(d, x, o, n, sj, 9); break;
+        case 8: tap_dots(d, x, o, n, sj, 8); break;
+        case 7: tap_dots(d, x, o, n, sj, 7); break;
+        case 6: tap_dots(d, x, o, n, sj, 6); break;
+        case 5: tap_dots(d, x, o, n, sj, 5); break;
+        case 4: tap_dots(d, x, o, n, sj, 4); break;
+        case 3: tap_dots(d, x, o, n, sj, 3); break;
+        case 2: tap_dot1(d, x + o[1], n, sj + 2); /* fall through */
+        default: tap_dot1(d, x + o[0], n, sj);
+        }
     }
 }
 
-void gg__conv2d_fwd_depthwise(const gg_conv2d_shape *s, const float *restrict x, const float *restrict w,
-                              const float *restrict b, float *restrict y) {
-    const int64_t Kg = s->K / s->G, P = s->Ho * s->Wo, HW = s->H * s->W, RS = s->R * s->S, sw = s->str_w;
-    tap_ranges tr;
-    column_ranges(s, &tr);
-#pragma omp parallel for schedule(static) num_threads(gg_get_num_threads()) if (s->N * s->K * P * RS > PAR_MIN)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++) {
-        const int64_t n = nc / s->C, c = nc % s->C;
-        const float *xp = x + nc * HW;
-        for (int64_t j = 0; j < Kg; j++) {
-            const int64_t k = c * Kg + j;
-            const float *wk = w + k * RS;
-            const float bias = b ? b[k] : 0.0f;
-            float *yp = y + (n * s->K + k) * P;
-            for (int64_t ho = 0; ho < s->Ho; ho++) {
-                float *yr = yp + ho * s->Wo;
-                for (int64_t wo = 0; wo < s->Wo; wo++) yr[wo] = bias;
-                for (int64_t r = 0; r < s->R; r++) {
-                    const int64_t hi = ho * s->str_h - s->pad_t + r * s->dil_h;
-                    if (hi < 0 || hi >= s->H) continue;
-                    const float *xr = xp + hi * s->W;
-                    for (int64_t t = 0; t < s->S; t++) {
-                        const float wv = wk[r * s->S + t];
-                        const int64_t off = tr.off[t];
-                        if (sw == 1)
-                            for (int64_t wo = tr.lo[t]; wo < tr.hi[t]; wo++) yr[wo] += wv * xr[wo + off];
-                        else
-                            for (int64_t wo = tr.lo[t]; wo < tr.hi[t]; wo++) yr[wo] += wv * xr[wo * sw + off];
-                    }
+/* dw[i] += the VW lanes of sums[2i], sums[2i+1] for i < n. */
+static void flush_sums(float *dw, const vd *sums, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const vd t = sums[2 * i] + sums[2 * i + 1];
+        double r = 0;
+        for (int k = 0; k < VW / 2; k++) r += t[k];
+        dw[i] += (float)r;
+    }
+}
+
+#define SLACK CORR_MAX_BLOCK /* floats after every plane and output: block tails */
+
+/* Geometry of the direct kernels (sizes in floats).
+ *   Input phase planes: sh*sw per channel, each Hph x Wph (pitch Wph) in `phplane` floats.
+ *   off[r*S + t]: where tap (r, t) reads, relative to the flat output index.
+ *   L = (Ho-1)*Wph + Wo flat outputs.
+ *   Data gradient: dy planes Hq x Wq with dy at row mqr, column mqt; dx phase (a, b) is computed over flat
+ *   indices i*Wq + j of its rows i and columns j that fall inside the input. */
+typedef struct direct_geom {
+    int64_t nph, mqr, mqt, Hph, Wph, phplane, xplane, L, Hq, Wq, dplane, acc, shared, per_thread;
+    int64_t off[GG_CONV_DIRECT_MAX_TAPS];
+} direct_geom;
+
+static bool weight_sums_private(const gg_conv2d_shape *s) { return s->K * (s->C / s->G) * s->R * s->S <= 4096; }
+
+static void direct_geometry(const gg_conv2d_shape *s, direct_geom *f) {
+    const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, sh = s->str_h, sw = s->str_w;
+    f->nph = sh * sw;
+    f->mqr = (s->R - 1) * s->dil_h / sh;
+    f->mqt = (s->S - 1) * s->dil_w / sw;
+    f->Hph = s->Ho + f->mqr;
+    f->Wph = s->Wo + f->mqt;
+    f->phplane = round_up(f->Hph * f->Wph + SLACK, 16);
+    f->xplane = f->nph * f->phplane;
+    f->L = (s->Ho - 1) * f->Wph + s->Wo;
+    for (int64_t r = 0; r < s->R; r++)
+        for (int64_t t = 0; t < s->S; t++) {
+            const int64_t vr = r * s->dil_h, vt = t * s->dil_w;
+            f->off[r * s->S + t] = (vr % sh * sw + vt % sw) * f->phplane + vr / sh * f->Wph + vt / sw;
+        }
+    const int64_t Hx = div_ceil(s->pad_t + s->H, sh), Wx = div_ceil(s->pad_l + s->W, sw);
+    f->Hq = imax(Hx, s->Ho) + f->mqr;
+    f->Wq = imax(Wx, s->Wo) + f->mqt;
+    f->dplane = round_up(f->Hq * f->Wq + SLACK, 16);
+    f->acc = round_up(imax(f->L, Hx * f->Wq) + SLACK, 16);
+    f->shared = round_up(s->K * Cg * RS, 16); /* flipped weights of the data gradient */
+    const int64_t fwd = Cg * f->xplane + 4 * f->acc;       /* phase planes, 4 output planes */
+    const int64_t bwd_data = Kg * f->dplane + 4 * f->acc;  /* dy planes, 4 output planes */
+    const int64_t bwd_weight = Cg * f->xplane + f->acc + 2 * VW * Kg * Cg * RS * (weight_sums_private(s) ? s->G : 1);
+    f->per_thread = imax(fwd, imax(bwd_data, bwd_weight));
+}
+
+static inline int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+bool gg__conv2d_direct_supports(const gg_conv2d_shape *s) {
+    return s->R * s->S <= GG_CONV_DIRECT_MAX_TAPS && s->str_h * s->str_w <= GG_CONV_DIRECT_MAX_PHASES;
+}
+
+size_t gg__conv2d_direct_workspace(const gg_conv2d_shape *s) {
+    direct_geom f;
+    direct_geometry(s, &f);
+    return (size_t)(f.shared + f.per_thread * gg_get_num_threads()) * sizeof(float);
+}
+
+/* Phase planes of one input channel plane xc [H, W] (their borders are zero already and stay so: the same
+ * positions are written every time). */
+static void put_phases(const gg_conv2d_shape *s, const direct_geom *f, const float *xc, float *dst) {
+    const int64_t sh = s->str_h, sw = s->str_w;
+    for (int64_t a = 0; a < sh; a++)
+        for (int64_t b = 0; b < sw; b++) {
+            float *ph = dst + (a * sw + b) * f->phplane;
+            int64_t ilo, ihi, jlo, jhi; /* rows i with 0 <= i*sh + a - pt < H, likewise columns */
+            valid_range(f->Hph, s->H, sh, a - s->pad_t, &ilo, &ihi);
+            valid_range(f->Wph, s->W, sw, b - s->pad_l, &jlo, &jhi);
+            for (int64_t i = ilo; i < ihi; i++) {
+                const float *xr = xc + (i * sh + a - s->pad_t) * s->W + (b - s->pad_l);
+                float *pr = ph + i * f->Wph;
+                if (sw == 1) memcpy(pr + jlo, xr + jlo, (size_t)(jhi - jlo) * sizeof(float));
+                else
+                    for (int64_t j = jlo; j < jhi; j++) pr[j] = xr[j * sw];
+            }
+        }
+}
+
+/* Copy plane src [h, w] into dst at row r0, column c0 of pitch `pitch` (the border is left as it is). */
+static inline void put_plane(float *dst, int64_t pitch, int64_t r0, int64_t c0, const float *src, int64_t h,
+                             int64_t w) {
+    for (int64_t i = 0; i < h; i++) memcpy(dst + (r0 + i) * pitch + c0, src + i * w, (size_t)w * sizeof(float));
+}
+
+void gg__conv2d_fwd_direct(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y,
+                           void *ws) {
+    const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, HW = s->H * s->W, P = s->Ho * s->Wo;
+    direct_geom f;
+    direct_geometry(s, &f);
+#pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * P * RS > PAR_MIN)
+    {
+        float *xph = (float *)ws + f.shared + thread_id() * f.per_thread, *acc = xph + Cg * f.xplane;
+        memset(xph, 0, (size_t)(Cg * f.xplane) * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t ng = 0; ng < s->N * s->G; ng++) {
+            const int64_t n = ng / s->G, g = ng % s->G;
+            for (int64_t c = 0; c < Cg; c++) put_phases(s, &f, x + (n * s->C + g * Cg + c) * HW, xph + c * f.xplane);
+            for (int64_t kk0 = 0; kk0 < Kg; kk0 += 4) {
+                const int64_t nk = imin(4, Kg - kk0), k0 = g * Kg + kk0;
+                float init[4] = {0};
+                for (int64_t o = 0; o < nk; o++) init[o] = b ? b[k0 + o] : 0.0f;
+                corr_flat(acc, f.acc, 0, f.L, xph, Cg, f.xplane, f.off, RS, w + k0 * Cg * RS, Cg * RS, nk, init);
+                for (int64_t o = 0; o < nk; o++) {
+                    float *yp = y + (n * s->K + k0 + o) * P;
+                    for (int64_t ho = 0; ho < s->Ho; ho++)
+                        memcpy(yp + ho * s->Wo, acc + o * f.acc + ho * f.Wph, (size_t)s->Wo * sizeof(float));
                 }
             }
         }
     }
 }
 
-void gg__conv2d_bwd_data_depthwise(const gg_conv2d_shape *s, const float *restrict dy, const float *restrict w,
-                                   float *restrict dx) {
-    const int64_t Kg = s->K / s->G, P = s->Ho * s->Wo, HW = s->H * s->W, RS = s->R * s->S, sw = s->str_w;
-    tap_ranges tr;
-    column_ranges(s, &tr);
-#pragma omp parallel for schedule(static) num_threads(gg_get_num_threads()) if (s->N * s->K * P * RS > PAR_MIN)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++) {
-        const int64_t n = nc / s->C, c = nc % s->C;
-        float *dxp = dx + nc * HW;
-        for (int64_t j = 0; j < Kg; j++) {
-            const int64_t k = c * Kg + j;
-            const float *wk = w + k * RS, *dyp = dy + (n * s->K + k) * P;
-            for (int64_t ho = 0; ho < s->Ho; ho++) {
-                const float *dyr = dyp + ho * s->Wo;
-                for (int64_t r = 0; r < s->R; r++) {
-                    const int64_t hi = ho * s->str_h - s->pad_t + r * s->dil_h;
-                    if (hi < 0 || hi >= s->H) continue;
-                    float *dxr = dxp + hi * s->W;
-                    for (int64_t t = 0; t < s->S; t++) {
-                        const float wv = wk[r * s->S + t];
-                        const int64_t off = tr.off[t];
-                        if (sw == 1)
-                            for (int64_t wo = tr.lo[t]; wo < tr.hi[t]; wo++) dxr[wo + off] += wv * dyr[wo];
-                        else
-                            for (int64_t wo = tr.lo[t]; wo < tr.hi[t]; wo++) dxr[wo * sw + off] += wv * dyr[wo];
-                    }
-                }
-            }
+void gg__conv2d_bwd_data_direct(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx, void *ws) {
+    const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, HW = s->H * s->W, P = s->Ho * s->Wo;
+    const int64_t sh = s->str_h, sw = s->str_w;
+    direct_geom f;
+    direct_geometry(s, &f);
+    /* Taps grouped by the dx phase they land in: phase (a, b) gets the taps with r*dh % sh == a and
+     * t*dw % sw == b, read at dy offset (mqr - r*dh/sh)*Wq + mqt - t*dw/sw (the flipped kernel).
+     * wflip holds, phase after phase, [G, Cg, Kg, taps of the phase]. */
+    int64_t tap_of[GG_CONV_DIRECT_MAX_TAPS], doff[GG_CONV_DIRECT_MAX_TAPS], first[GG_CONV_DIRECT_MAX_PHASES + 1];
+    int64_t n = 0;
+    for (int64_t ph = 0; ph < f.nph; ph++) {
+        first[ph] = n;
+        for (int64_t j = 0; j < RS; j++) {
+            const int64_t vr = j / s->S * s->dil_h, vt = j % s->S * s->dil_w;
+            if (vr % sh * sw + vt % sw != ph) continue;
+            tap_of[n] = j;
+            doff[n++] = (f.mqr - vr / sh) * f.Wq + f.mqt - vt / sw;
         }
     }
-}
-
-void gg__conv2d_bwd_weight_depthwise(const gg_conv2d_shape *s, const float *restrict x, const float *restrict dy,
-                                     float *restrict dw) {
-    const int64_t Kg = s->K / s->G, P = s->Ho * s->Wo, HW = s->H * s->W, RS = s->R * s->S, sw = s->str_w;
-    tap_ranges tr;
-    column_ranges(s, &tr);
-#pragma omp parallel for schedule(static) num_threads(gg_get_num_threads()) if (s->N * s->K * P * RS > PAR_MIN)
-    for (int64_t k = 0; k < s->K; k++) {
-        const int64_t c = k / Kg;
-        double acc[GG_CONV_DW_MAX_TAPS] = {0};
-        for (int64_t n = 0; n < s->N; n++) {
-            const float *xp = x + (n * s->C + c) * HW, *dyp = dy + (n * s->K + k) * P;
-            for (int64_t r = 0; r < s->R; r++) {
-                int64_t hlo, hhi;
-                valid_range(s->Ho, s->H, s->str_h, r * s->dil_h - s->pad_t, &hlo, &hhi);
-                for (int64_t t = 0; t < s->S; t++) {
-                    const int64_t off = tr.off[t], lo = tr.lo[t], hi = tr.hi[t];
-                    float part = 0.0f; /* one plane: at most H*W terms in float, then into the double */
-                    for (int64_t ho = hlo; ho < hhi; ho++) {
-                        const float *dyr = dyp + ho * s->Wo;
-                        const float *xr = xp + (ho * s->str_h - s->pad_t + r * s->dil_h) * s->W;
-                        float row = 0.0f;
-                        if (sw == 1) {
-#pragma omp simd reduction(+ : row)
-                            for (int64_t wo = lo; wo < hi; wo++) row += dyr[wo] * xr[wo + off];
-                        } else {
-#pragma omp simd reduction(+ : row)
-                            for (int64_t wo = lo; wo < hi; wo++) row += dyr[wo] * xr[wo * sw + off];
+    first[f.nph] = n;
+    float *wflip = ws;
+    for (int64_t ph = 0; ph < f.nph; ph++) {
+        const int64_t nt = first[ph + 1] - first[ph];
+        float *wp = wflip + first[ph] * s->K * Cg;
+        for (int64_t g = 0; g < s->G; g++)
+            for (int64_t c = 0; c < Cg; c++)
+                for (int64_t kk = 0; kk < Kg; kk++)
+                    for (int64_t j = 0; j < nt; j++)
+                        wp[((g * Cg + c) * Kg + kk) * nt + j] = w[((g * Kg + kk) * Cg + c) * RS + tap_of[first[ph] + j]];
+    }
+#pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * P * RS > PAR_MIN)
+    {
+        float *dpad = (float *)ws + f.shared + thread_id() * f.per_thread, *acc = dpad + Kg * f.dplane;
+        memset(dpad, 0, (size_t)(Kg * f.dplane) * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t ng = 0; ng < s->N * s->G; ng++) {
+            const int64_t nn = ng / s->G, g = ng % s->G;
+            for (int64_t kk = 0; kk < Kg; kk++)
+                put_plane(dpad + kk * f.dplane, f.Wq, f.mqr, f.mqt, dy + (nn * s->K + g * Kg + kk) * P, s->Ho, s->Wo);
+            for (int64_t ph = 0; ph < f.nph; ph++) {
+                const int64_t nt = first[ph + 1] - first[ph], a = ph / sw, bb = ph % sw;
+                if (nt == 0) continue;
+                /* dx[i*sh + a - pt][j*sw + b - pl] for the rows i and columns j inside the input */
+                int64_t ilo, ihi, jlo, jhi;
+                valid_range(f.Hq, s->H, sh, a - s->pad_t, &ilo, &ihi);
+                valid_range(f.Wq, s->W, sw, bb - s->pad_l, &jlo, &jhi);
+                if (ilo >= ihi || jlo >= jhi) continue;
+                const int64_t q0 = ilo * f.Wq + jlo, q1 = (ihi - 1) * f.Wq + jhi;
+                const float *wp = wflip + first[ph] * s->K * Cg + g * Cg * Kg * nt;
+                for (int64_t c0 = 0; c0 < Cg; c0 += 4) {
+                    const int64_t nc = imin(4, Cg - c0);
+                    const float zero[4] = {0};
+                    corr_flat(acc, f.acc, q0, q1, dpad, Kg, f.dplane, doff + first[ph], nt, wp + c0 * Kg * nt,
+                              Kg * nt, nc, zero);
+                    for (int64_t o = 0; o < nc; o++) {
+                        float *dxp = dx + (nn * s->C + g * Cg + c0 + o) * HW;
+                        for (int64_t i = ilo; i < ihi; i++) {
+                            const float *src = acc + o * f.acc + i * f.Wq - q0;
+                            float *dr = dxp + (i * sh + a - s->pad_t) * s->W;
+                            const int64_t cofs = bb - s->pad_l;
+                            if (sw == 1)
+                                for (int64_t j = jlo; j < jhi; j++) dr[j + cofs] += src[j];
+                            else
+                                for (int64_t j = jlo; j < jhi; j++) dr[j * sw + cofs] += src[j];
                         }
-                        part += row;
                     }
-                    acc[r * s->S + t] += part;
                 }
             }
         }
-        for (int64_t j = 0; j < RS; j++) dw[k * RS + j] += (float)acc[j];
+    }
+}
+
+/* Accumulate the weight gradient of sample n, group g, output channels kk0 .. kk1-1 into sums (8 doubles per
+ * weight element, [kk - kk0, c, r, t]). xph and dext are the thread's buffers. */
+static void weight_sums_ng(const gg_conv2d_shape *s, const direct_geom *f, const float *x, const float *dy,
+                           int64_t n, int64_t g, int64_t kk0, int64_t kk1, float *xph, float *dext, vd *sums) {
+    const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, HW = s->H * s->W, P = s->Ho * s->Wo;
+    for (int64_t c = 0; c < Cg; c++) put_phases(s, f, x + (n * s->C + g * Cg + c) * HW, xph + c * f->xplane);
+    for (int64_t kk = kk0; kk < kk1; kk++) {
+        put_plane(dext, f->Wph, 0, 0, dy + (n * s->K + g * Kg + kk) * P, s->Ho, s->Wo);
+        /* dw[k,c,r,t] += sum_q dext[q] * phases_c[q + off[r*S + t]] */
+        for (int64_t c = 0; c < Cg; c++)
+            all_tap_dots(dext, xph + c * f->xplane, f->off, RS, round_up(f->L, VW), sums + 2 * ((kk - kk0) * Cg + c) * RS);
+    }
+}
+
+/* Small weights (depthwise and the like): each thread walks its share of the (n, g) planes in memory order
+ * into private sums for the whole weight, merged at the end. Large weights: tasks own (group, block of
+ * output channels) pairs, enough of them for every thread, each reading its group's planes sample by sample. */
+void gg__conv2d_bwd_weight_direct(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw, void *ws) {
+    const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, P = s->Ho * s->Wo;
+    direct_geom f;
+    direct_geometry(s, &f);
+    const int nt = gg_get_num_threads();
+    const bool private_sums = weight_sums_private(s);
+    const int64_t blocks = imin(Kg, (nt + s->G - 1) / s->G), kb = (Kg + blocks - 1) / blocks;
+#pragma omp parallel num_threads(nt) if (s->N * s->K * P * RS > PAR_MIN)
+    {
+        float *xph = (float *)ws + f.shared + thread_id() * f.per_thread, *dext = xph + Cg * f.xplane;
+        vd *sums = (vd *)(void *)(dext + f.acc); /* f.shared, f.per_thread, f.acc keep 64-byte alignment */
+        memset(xph, 0, (size_t)(Cg * f.xplane + f.acc) * sizeof(float)); /* borders and junk columns */
+        if (private_sums) {
+            memset(sums, 0, (size_t)(2 * s->K * Cg * RS) * sizeof(vd));
+#pragma omp for schedule(static)
+            for (int64_t ng = 0; ng < s->N * s->G; ng++) {
+                const int64_t g = ng % s->G;
+                weight_sums_ng(s, &f, x, dy, ng / s->G, g, 0, Kg, xph, dext, sums + 2 * g * Kg * Cg * RS);
+            }
+#pragma omp critical(gg_conv_dw)
+            flush_sums(dw, sums, s->K * Cg * RS);
+        } else {
+#pragma omp for schedule(static)
+            for (int64_t task = 0; task < s->G * blocks; task++) {
+                const int64_t g = task / blocks, kk0 = task % blocks * kb, kk1 = imin(Kg, kk0 + kb);
+                if (kk0 >= kk1) continue;
+                memset(sums, 0, (size_t)(2 * (kk1 - kk0) * Cg * RS) * sizeof(vd));
+                for (int64_t n = 0; n < s->N; n++) weight_sums_ng(s, &f, x, dy, n, g, kk0, kk1, xph, dext, sums);
+                flush_sums(dw + (g * Kg + kk0) * Cg * RS, sums, (kk1 - kk0) * Cg * RS);
+            }
+        }
     }
 }
 

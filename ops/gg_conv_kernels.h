@@ -6,6 +6,7 @@
 #ifndef GG_CONV_KERNELS_H
 #define GG_CONV_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,11 +25,10 @@ typedef enum gg_conv_algo {
     GG_CONV_ALGO_AUTO,      /* let the plan choose */
     GG_CONV_ALGO_REF,       /* plain-C loops, double accumulation: the oracle */
     GG_CONV_ALGO_GEMM,      /* im2col + BLIS GEMM, one GEMM per group over a chunk of the batch */
-    GG_CONV_ALGO_DEPTHWISE, /* direct loops, OpenMP over (n, c); needs C/G == 1 and R*S <= GG_CONV_DW_MAX_TAPS */
+    GG_CONV_ALGO_DIRECT,    /* shifted-plane loops, no im2col; OpenMP over (n, g) */
     GG_CONV_ALGO_COUNT
 } gg_conv_algo;
 
-#define GG_CONV_DW_MAX_TAPS 128
 
 /* ---- reference (any stride, padding, dilation, groups; single-threaded) ---- */
 void gg__conv2d_fwd_ref(const gg_conv2d_shape *s, const float *x, const float *w, const float *b /* or NULL */,
@@ -48,11 +48,17 @@ void gg__conv2d_fwd_gemm(const gg_conv2d_shape *s, int64_t nb, const float *x, c
 void gg__conv2d_bwd_gemm(const gg_conv2d_shape *s, int64_t nb, const float *x, const float *w, const float *dy,
                          float *dx, float *dw, void *ws);
 
-/* ---- direct depthwise-style kernels (C/G == 1, any K/G multiplier) ---- */
-void gg__conv2d_fwd_depthwise(const gg_conv2d_shape *s, const float *x, const float *w, const float *b,
-                              float *y);
-void gg__conv2d_bwd_data_depthwise(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx);
-void gg__conv2d_bwd_weight_depthwise(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw);
+/* ---- direct kernels (no im2col, no GEMM): any group size, for shapes gg__conv2d_direct_supports ----
+ * ws: gg__conv2d_direct_workspace(s) bytes, 64-byte aligned, sized for gg_get_num_threads() threads. */
+#define GG_CONV_DIRECT_MAX_TAPS 128
+#define GG_CONV_DIRECT_MAX_PHASES 16
+/* R*S <= GG_CONV_DIRECT_MAX_TAPS and str_h*str_w <= GG_CONV_DIRECT_MAX_PHASES. */
+bool gg__conv2d_direct_supports(const gg_conv2d_shape *s);
+size_t gg__conv2d_direct_workspace(const gg_conv2d_shape *s);
+void gg__conv2d_fwd_direct(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y,
+                           void *ws);
+void gg__conv2d_bwd_data_direct(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx, void *ws);
+void gg__conv2d_bwd_weight_direct(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw, void *ws);
 
 /* db += sum over n, ho, wo of dy (double accumulation, OpenMP over channels). */
 void gg__conv2d_bwd_bias(const gg_conv2d_shape *s, const float *dy, float *db);

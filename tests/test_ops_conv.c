@@ -67,8 +67,8 @@ static int backward_sum(gg_tensor *y) {
     return st;
 }
 
-static const gg_conv_algo ALGOS[] = {GG_CONV_ALGO_REF, GG_CONV_ALGO_GEMM, GG_CONV_ALGO_DEPTHWISE};
-static const char *const ALGO_NAMES[] = {"auto", "ref", "gemm", "depthwise"};
+static const gg_conv_algo ALGOS[] = {GG_CONV_ALGO_REF, GG_CONV_ALGO_GEMM, GG_CONV_ALGO_DIRECT};
+static const char *const ALGO_NAMES[] = {"auto", "ref", "gemm", "direct"};
 
 /* ---- hand-computed ---- */
 
@@ -206,7 +206,6 @@ static gg_conv2d_params case_params(const grad_case *c) {
 
 static bool case_valid(const grad_case *c) {
     if (c->pad_mode == PAD_SAME && c->stride != 1) return false;
-    if (c->algo == GG_CONV_ALGO_DEPTHWISE && c->groups != c->C) return false;
     gg_conv2d_params p = case_params(c);
     int eff = c->dil * (c->ksize - 1) + 1;
     int ph = p.pad_same ? eff - 1 : p.pad[0] + p.pad[1], pw = p.pad_same ? eff - 1 : p.pad[2] + p.pad[3];
@@ -232,11 +231,11 @@ ParameterizedTestParameters(conv_grad, grid) {
                             if (case_valid(&c)) cases[n++] = c;
                         }
     /* depthwise with channel multiplier 2 (C 2, K 4, G 2) */
-    const grad_case extra[] = {{2, 1, 1, PAD_1, 3, 4, 2, GG_CONV_ALGO_DEPTHWISE},
-                               {2, 2, 2, PAD_ASYM, 3, 4, 2, GG_CONV_ALGO_DEPTHWISE},
-                               {2, 1, 1, PAD_SAME, 5, 4, 2, GG_CONV_ALGO_DEPTHWISE},
+    const grad_case extra[] = {{2, 1, 1, PAD_1, 3, 4, 2, GG_CONV_ALGO_DIRECT},
+                               {2, 2, 2, PAD_ASYM, 3, 4, 2, GG_CONV_ALGO_DIRECT},
+                               {2, 1, 1, PAD_SAME, 5, 4, 2, GG_CONV_ALGO_DIRECT},
                                {2, 2, 1, PAD_1, 3, 4, 2, GG_CONV_ALGO_GEMM},
-                               {1, 1, 1, PAD_1, 3, 4, 1, GG_CONV_ALGO_DEPTHWISE}};
+                               {1, 1, 1, PAD_1, 3, 4, 1, GG_CONV_ALGO_DIRECT}};
     for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) cases[n++] = extra[i];
     return cr_make_param_array(grad_case, cases, n, free_cases);
 }
@@ -373,17 +372,20 @@ static void check_fast(const fast_case *f, const char *name) {
         free(dw1);
         gg_free(ws);
     }
-    if (s.C == s.G) {
-        gg__conv2d_fwd_depthwise(&s, x, w, b, y);
-        snprintf(what, sizeof what, "%s: depthwise forward", name);
-        assert_close(y, y_ref, ny, 1e-4, what);
-        gg__conv2d_bwd_data_depthwise(&s, dy, w, dx);
-        snprintf(what, sizeof what, "%s: depthwise dx", name);
-        assert_close(dx, dx_ref, nx, 1e-4, what);
-        gg__conv2d_bwd_weight_depthwise(&s, x, dy, dw);
-        snprintf(what, sizeof what, "%s: depthwise dw", name);
-        assert_close(dw, dw_ref, nw, 1e-4, what);
-    }
+    /* the direct kernels on every shape they support (any group size and stride up to 4x4) */
+    cr_assert(gg__conv2d_direct_supports(&s), "%s: direct kernel should support this shape", name);
+    void *ws = gg_alloc(gg__conv2d_direct_workspace(&s));
+    cr_assert_not_null(ws);
+    gg__conv2d_fwd_direct(&s, x, w, b, y, ws);
+    snprintf(what, sizeof what, "%s: direct forward", name);
+    assert_close(y, y_ref, ny, 1e-4, what);
+    gg__conv2d_bwd_data_direct(&s, dy, w, dx, ws);
+    snprintf(what, sizeof what, "%s: direct dx", name);
+    assert_close(dx, dx_ref, nx, 1e-4, what);
+    gg__conv2d_bwd_weight_direct(&s, x, dy, dw, ws);
+    snprintf(what, sizeof what, "%s: direct dw", name);
+    assert_close(dw, dw_ref, nw, 1e-4, what);
+    gg_free(ws);
     float *all[] = {x, w, b, dy, y_ref, y, dx_ref, dx, dw_ref, dw, db_ref, db};
     for (int i = 0; i < 12; i++) free(all[i]);
 }
@@ -445,13 +447,16 @@ Test(conv_fast, random_shapes) {
 
 Test(conv_fast, op_dispatch_matches_reference, .fini = teardown) {
     /* the same conv through the op with each algorithm forced, forward and both gradients */
+    /* AUTO mixes kernels per pass: e.g. direct forward and data gradient with a GEMM weight gradient
+     * (C 16 K 32), GEMM everywhere for dense 1x1 */
     const struct {
-        int64_t C, K, G;
-    } cfg[] = {{12, 18, 1}, {12, 18, 3}, {10, 10, 10}, {8, 16, 8}};
+        int64_t C, K, G, R;
+    } cfg[] = {{12, 18, 1, 3}, {12, 18, 3, 3}, {10, 10, 10, 3}, {8, 16, 8, 3}, {16, 32, 1, 3}, {32, 24, 1, 1}};
     for (size_t i = 0; i < sizeof cfg / sizeof *cfg; i++) {
-        gg_tensor *x = leaf(RAND(31, 3, cfg[i].C, 9, 11)), *w = leaf(RAND(32, cfg[i].K, cfg[i].C / cfg[i].G, 3, 3));
+        gg_tensor *x = leaf(RAND(31, 3, cfg[i].C, 9, 11));
+        gg_tensor *w = leaf(RAND(32, cfg[i].K, cfg[i].C / cfg[i].G, cfg[i].R, cfg[i].R));
         gg_tensor *b = leaf(RAND(33, cfg[i].K));
-        gg_conv2d_params p = gg_conv2d_make(2, 1, 1, (int)cfg[i].G);
+        gg_conv2d_params p = gg_conv2d_make(2, (int)cfg[i].R / 2, 1, (int)cfg[i].G);
         gg_tensor *ref[4] = {NULL};
         for (int a = 0; a < 4; a++) {
             gg__conv2d_force_algo(a == 3 ? GG_CONV_ALGO_AUTO : ALGOS[a]);
