@@ -337,25 +337,25 @@ static void gradcheck_pair(gg_tensor *a, gg_tensor *b, const char *what) {
 
 Test(matmul, gradcheck_2d) {
     gradcheck_pair(grad_leaf(RND(1, 3, 4)), grad_leaf(RND(2, 4, 5)), "2-D small");
-    gradcheck_pair(grad_leaf(RND(3, 17, 16)), grad_leaf(RND(4, 16, 18)), "2-D BLIS path");
+    gradcheck_pair(grad_leaf(RND(3, 26, 25)), grad_leaf(RND(4, 25, 27)), "2-D BLIS path");
 }
 
 Test(matmul, gradcheck_transposed_operands) {
     gradcheck_pair(transposed_leaf(GG_SHAPE(4, 3), 1), grad_leaf(RND(2, 4, 5)), "a^T small");
     gradcheck_pair(grad_leaf(RND(3, 3, 4)), transposed_leaf(GG_SHAPE(5, 4), 4), "b^T small");
-    gradcheck_pair(transposed_leaf(GG_SHAPE(16, 17), 5), transposed_leaf(GG_SHAPE(18, 16), 6),
+    gradcheck_pair(transposed_leaf(GG_SHAPE(25, 26), 5), transposed_leaf(GG_SHAPE(27, 25), 6),
                    "a^T b^T BLIS");
-    gradcheck_pair(transposed_leaf(GG_SHAPE(2, 16, 17), 7), transposed_leaf(GG_SHAPE(2, 18, 16), 8),
+    gradcheck_pair(transposed_leaf(GG_SHAPE(2, 25, 26), 7), transposed_leaf(GG_SHAPE(2, 27, 25), 8),
                    "batched a^T b^T BLIS");
 }
 
 Test(matmul, gradcheck_sliced_operand) {
     /* strides (2*cols, 2): no unit stride, so the operand is copied before BLIS */
-    gg_tensor *base = RND(1, 34, 36);
-    gg_tensor *s0 = gg_tensor_slice(base, 0, 0, 34, 2), *s = gg_tensor_slice(s0, 1, 0, 36, 2);
+    gg_tensor *base = RND(1, 52, 50);
+    gg_tensor *s0 = gg_tensor_slice(base, 0, 0, 52, 2), *s = gg_tensor_slice(s0, 1, 0, 50, 2);
     gg_tensor_free(base);
     gg_tensor_free(s0);
-    gradcheck_pair(grad_leaf(s), grad_leaf(RND(2, 18, 16)), "sliced a [17,18] BLIS");
+    gradcheck_pair(grad_leaf(s), grad_leaf(RND(2, 25, 27)), "sliced a [26,25] BLIS");
     base = RND(3, 6, 8);
     s0 = gg_tensor_slice(base, 0, 0, 6, 2), s = gg_tensor_slice(s0, 1, 1, 8, 2);
     gg_tensor_free(base);
@@ -368,9 +368,9 @@ Test(matmul, gradcheck_batched_and_broadcast) {
     gradcheck_pair(grad_leaf(RND(3, 2, 1, 3, 4)), grad_leaf(RND(4, 3, 4, 2)), "broadcast batch both ways");
     gradcheck_pair(grad_leaf(RND(5, 3, 5, 4)), grad_leaf(RND(6, 4, 2)), "2-D b broadcast over batch");
     gradcheck_pair(grad_leaf(RND(7, 5, 4)), grad_leaf(RND(8, 3, 4, 2)), "2-D a broadcast over batch");
-    gradcheck_pair(grad_leaf(RND(9, 3, 16, 17)), grad_leaf(RND(10, 17, 18)), "b broadcast, BLIS (folded)");
-    gradcheck_pair(grad_leaf(RND(11, 16, 17)), grad_leaf(RND(12, 3, 17, 18)), "a broadcast, BLIS");
-    gradcheck_pair(grad_leaf(RND(13, 2, 1, 16, 17)), transposed_leaf(GG_SHAPE(3, 18, 17), 14),
+    gradcheck_pair(grad_leaf(RND(9, 3, 16, 25)), grad_leaf(RND(10, 25, 27)), "b broadcast, BLIS (folded)");
+    gradcheck_pair(grad_leaf(RND(11, 26, 25)), grad_leaf(RND(12, 3, 25, 27)), "a broadcast, BLIS");
+    gradcheck_pair(grad_leaf(RND(13, 2, 1, 26, 25)), transposed_leaf(GG_SHAPE(3, 27, 25), 14),
                    "broadcast batch, b^T, BLIS");
 }
 
@@ -380,9 +380,14 @@ Test(matmul, gradcheck_one_dimensional) {
     gradcheck_pair(grad_leaf(RND(5, 3, 4)), grad_leaf(RND(6, 4)), "matrix @ vector");
     gradcheck_pair(grad_leaf(RND(7, 4)), grad_leaf(RND(8, 2, 4, 3)), "vector @ batch");
     gradcheck_pair(grad_leaf(RND(9, 2, 3, 4)), grad_leaf(RND(10, 4)), "batch @ vector");
-    gradcheck_pair(grad_leaf(RND(11, 70)), grad_leaf(RND(12, 3, 70, 30)), "vector @ batch, BLIS");
+    gradcheck_pair(grad_leaf(RND(11, 200)), grad_leaf(RND(12, 2, 200, 90)), "vector @ batch, BLIS");
     gradcheck_pair(grad_leaf(RND(13, 70)), transposed_leaf(GG_SHAPE(3, 30, 70), 14),
                    "vector @ batch^T, BLIS (batch folded into N)");
+    /* b with padded rows (row stride 100): its batch must not be folded into the reduction of dA */
+    gg_tensor *wide = RND(15, 2, 4, 100);
+    gg_tensor *bs = gg_tensor_slice(wide, 2, 0, 3, 1);
+    gg_tensor_free(wide);
+    gradcheck_pair(grad_leaf(RND(16, 1, 4)), grad_leaf(bs), "[1,4] @ column slice [2,4,3] of [2,4,100]");
 }
 
 Test(matmul, gradcheck_same_tensor_twice) {
@@ -405,8 +410,8 @@ Test(matmul, gradcheck_linear) {
     gg_tensor *in[3] = {x, w, b};
     gradcheck(f_linear, 3, in, "linear with bias");
     gradcheck(f_linear_nobias, 2, in, "linear without bias");
-    gg_tensor *xt = transposed_leaf(GG_SHAPE(2, 20, 12), 4), *wt = transposed_leaf(GG_SHAPE(20, 16), 5);
-    gg_tensor *b16 = grad_leaf(RND(10, 16));
+    gg_tensor *xt = transposed_leaf(GG_SHAPE(2, 30, 24), 4), *wt = transposed_leaf(GG_SHAPE(30, 28), 5);
+    gg_tensor *b16 = grad_leaf(RND(10, 28));
     gg_tensor *in2[3] = {xt, wt, b16};
     gradcheck(f_linear, 3, in2, "linear x^T, w^T, BLIS");
     gg_tensor *xv = grad_leaf(RND(6, 5));
