@@ -407,17 +407,25 @@ static inline void add_to_double(vd *dst, vf a) {
     dst[1] += __builtin_convertvector(hi, vd);
 }
 
-/* sums[2j..2j+1] += lanes of sum_{q < n} d[q] * x[q + off[j]] for NT taps (n a multiple of VW): each block
- * of d is loaded once for all of them. NT is a constant after inlining. */
-static inline __attribute__((always_inline)) void tap_dots(const float *restrict d, const float *restrict x,
-                                                           const int64_t *off, int64_t n, vd *sums, int NT) {
-    vf a[9];
-    for (int j = 0; j < NT; j++) a[j] = (vf){0};
+/* For KB dy planes d + o*dstride (o < KB) and NT taps j:
+ *   sums[o*sstride + 2j .. 2j+1] += lanes of sum_{q < n} d[o][q] * x[q + off[j]]     (n a multiple of VW)
+ * Every shifted x vector loaded feeds KB FMAs and every d vector NT. KB, NT are constants after inlining. */
+static inline __attribute__((always_inline)) void tap_dots(const float *restrict d, int64_t dstride,
+                                                           const float *restrict x, const int64_t *off, int64_t n,
+                                                           vd *sums, int64_t sstride, int KB, int NT) {
+    vf a[2][9];
+    for (int o = 0; o < KB; o++)
+        for (int j = 0; j < NT; j++) a[o][j] = (vf){0};
     for (int64_t q = 0; q < n; q += VW) {
-        const vf dv = ldv(d + q);
-        for (int j = 0; j < NT; j++) a[j] += dv * ldv(x + q + off[j]);
+        vf dv[2];
+        for (int o = 0; o < KB; o++) dv[o] = ldv(d + o * dstride + q);
+        for (int j = 0; j < NT; j++) {
+            const vf xv = ldv(x + q + off[j]);
+            for (int o = 0; o < KB; o++) a[o][j] += dv[o] * xv;
+        }
     }
-    for (int j = 0; j < NT; j++) add_to_double(sums + 2 * j, a[j]);
+    for (int o = 0; o < KB; o++)
+        for (int j = 0; j < NT; j++) add_to_double(sums + o * sstride + 2 * j, a[o][j]);
 }
 
 /* A single tap with four accumulators (one would wait on the FMA latency). */
@@ -432,74 +440,81 @@ static void tap_dot1(const float *restrict d, const float *restrict x, int64_t n
     add_to_double(sums, (s0 + s1) + (s2 + s3));
 }
 
-/* sums[2j..] += d . x shifted by off[j], for every tap j < n_taps, up to nine taps per pass over d. */
-static void all_tap_dots(const float *d, const float *x, const int64_t *off, int64_t n_taps, int64_t n, vd *sums) {
+/* sums[o*sstride + 2j ..] += d[o] . (x shifted by off[j]) for the nd <= 2 dy planes d + o*dstride and every
+ * tap j < n_taps, up to nine taps per pass. */
+static void all_tap_dots(const float *d, int64_t dstride, int64_t nd, const float *x, const int64_t *off,
+                         int64_t n_taps, int64_t n, vd *sums, int64_t sstride) {
     for (int64_t j0 = 0; j0 < n_taps; j0 += 9) {
-        const int64_t *o = off + j0;
+        const int64_t *o = off + j0, nt = imin(9, n_taps - j0);
         vd *sj = sums + 2 * j0;
-        switch (imin(9, n_taps - j0)) {
-        case 9: tap_dots(d, x, o, n, sj, 9); break;
-        case 8: tap_dots(d, x, o, n, sj, 8); break;
-        case 7: tap_dots(d, x, o, n, sj, 7); break;
-        case 6: tap_dots(d, x, o, n, sj, 6); break;
-        case 5: tap_dots(d, x, o, n, sj, 5); break;
-        case 4: tap_dots(d, x, o, n, sj, 4); break;
-        case 3: tap_dots(d, x, o, n, sj, 3); break;
-        case 2: tap_dot1(d, x + o[1], n, sj + 2); /* fall through */
-        default: tap_dot1(d, x + o[0], n, sj);
-        }
+#define TAPS(KB)                                                                     \
+    switch (nt) {                                                                    \
+    case 9: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 9); break;                \
+    case 8: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 8); break;                \
+    case 7: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 7); break;                \
+    case 6: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 6); break;                \
+    case 5: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 5); break;                \
+    case 4: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 4); break;                \
+    case 3: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 3); break;                \
+    default: /* too few accumulators to hide the FMA latency: one tap at a time */   \
+        for (int64_t k = 0; k < nd; k++)                                             \
+            for (int64_t j = 0; j < nt; j++) tap_dot1(d + k * dstride, x + o[j], n, sj + k * sstride + 2 * j); \
     }
-}
-
-/* dw[i] += the VW lanes of sums[2i], sums[2i+1] for i < n. */
-static void flush_sums(float *dw, const vd *sums, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        const vd t = sums[2 * i] + sums[2 * i + 1];
-        double r = 0;
-        for (int k = 0; k < VW / 2; k++) r += t[k];
-        dw[i] += (float)r;
+        if (nd == 2) {
+            TAPS(2)
+        } else {
+            TAPS(1)
+        }
+#undef TAPS
     }
 }
 
 #define SLACK CORR_MAX_BLOCK /* floats after every plane and output: block tails */
 
-/* Geometry of the direct kernels (sizes in floats).
- *   Input phase planes: sh*sw per channel, each Hph x Wph (pitch Wph) in `phplane` floats.
- *   off[r*S + t]: where tap (r, t) reads, relative to the flat output index.
- *   L = (Ho-1)*Wph + Wo flat outputs.
- *   Data gradient: dy planes Hq x Wq with dy at row mqr, column mqt; dx phase (a, b) is computed over flat
- *   indices i*Wq + j of its rows i and columns j that fall inside the input. */
 typedef struct direct_geom {
-    int64_t nph, mqr, mqt, Hph, Wph, phplane, xplane, L, Hq, Wq, dplane, acc, shared, per_thread;
+    int64_t nph, mqr, mqt, Hph, Wph, plane, nbs, phplane, xplane, L, Hq, Wq, dplane, acc, shared, per_thread;
     int64_t off[GG_CONV_DIRECT_MAX_TAPS];
 } direct_geom;
 
 static bool weight_sums_private(const gg_conv2d_shape *s) { return s->K * (s->C / s->G) * s->R * s->S <= 4096; }
 
-static void direct_geometry(const gg_conv2d_shape *s, direct_geom *f) {
+/* Geometry of the direct kernels (sizes in floats). With `stack` (the weight gradient), small planes are
+ * stacked: nbs samples share every buffer plane (sample i at row i*Hph, or i*Hq for dy), so that each dot
+ * product is long enough to amortise its start and its reduction: planes under 512 positions are stacked
+ * to ~1024, within 512 KiB of planes per thread. (Stacking the forward and data gradient measured slower:
+ * their planes then fall out of L1/L2.)
+ *   Input phase planes: sh*sw per channel, each nbs x Hph x Wph (pitch Wph) in `phplane` floats.
+ *   off[r*S + t]: where tap (r, t) reads, relative to the flat output index.
+ *   L: flat outputs of one sample, (Ho-1)*Wph + Wo; sample i's outputs start at i*plane.
+ *   Data gradient: dy planes nbs x Hq x Wq with dy at row mqr, column mqt of its sample block; dx phase
+ *   (a, b) is computed over the flat indices of its rows and columns that fall inside the input. */
+static void direct_geometry(const gg_conv2d_shape *s, bool stack, direct_geom *f) {
     const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, sh = s->str_h, sw = s->str_w;
     f->nph = sh * sw;
     f->mqr = (s->R - 1) * s->dil_h / sh;
     f->mqt = (s->S - 1) * s->dil_w / sw;
     f->Hph = s->Ho + f->mqr;
     f->Wph = s->Wo + f->mqt;
-    f->phplane = round_up(f->Hph * f->Wph + SLACK, 16);
-    f->xplane = f->nph * f->phplane;
+    f->plane = f->Hph * f->Wph;
     f->L = (s->Ho - 1) * f->Wph + s->Wo;
+    const int64_t Hx = div_ceil(s->pad_t + s->H, sh), Wx = div_ceil(s->pad_l + s->W, sw);
+    f->Hq = imax(Hx, s->Ho) + f->mqr;
+    f->Wq = imax(Wx, s->Wo) + f->mqt;
+    const int64_t cap = 128 * 1024 / imax(1, imax(Cg * f->nph * f->plane, Kg * f->Hq * f->Wq));
+    f->nbs = !stack || f->plane >= 512 ? 1 : imax(1, imin(imin(s->N, div_ceil(1024, f->plane)), cap));
+    f->phplane = round_up(f->nbs * f->plane + SLACK, 16);
+    f->xplane = f->nph * f->phplane;
     for (int64_t r = 0; r < s->R; r++)
         for (int64_t t = 0; t < s->S; t++) {
             const int64_t vr = r * s->dil_h, vt = t * s->dil_w;
             f->off[r * s->S + t] = (vr % sh * sw + vt % sw) * f->phplane + vr / sh * f->Wph + vt / sw;
         }
-    const int64_t Hx = div_ceil(s->pad_t + s->H, sh), Wx = div_ceil(s->pad_l + s->W, sw);
-    f->Hq = imax(Hx, s->Ho) + f->mqr;
-    f->Wq = imax(Wx, s->Wo) + f->mqt;
-    f->dplane = round_up(f->Hq * f->Wq + SLACK, 16);
-    f->acc = round_up(imax(f->L, Hx * f->Wq) + SLACK, 16);
+    f->dplane = round_up(f->nbs * f->Hq * f->Wq + SLACK, 16);
+    f->acc = round_up(f->nbs * imax(f->plane, f->Hq * f->Wq) + SLACK, 16);
     f->shared = round_up(s->K * Cg * RS, 16); /* flipped weights of the data gradient */
-    const int64_t fwd = Cg * f->xplane + 4 * f->acc;       /* phase planes, 4 output planes */
-    const int64_t bwd_data = Kg * f->dplane + 4 * f->acc;  /* dy planes, 4 output planes */
-    const int64_t bwd_weight = Cg * f->xplane + f->acc + 2 * VW * Kg * Cg * RS * (weight_sums_private(s) ? s->G : 1);
+    const int64_t fwd = Cg * f->xplane + 4 * f->acc;      /* phase planes, 4 output planes */
+    const int64_t bwd_data = Kg * f->dplane + 4 * f->acc; /* dy planes, 4 output planes */
+    const int64_t bwd_weight = Cg * f->xplane + 2 * f->acc + 2 * VW * Kg * Cg * RS * (weight_sums_private(s) ? s->G : 1);
     f->per_thread = imax(fwd, imax(bwd_data, bwd_weight));
 }
 
@@ -516,13 +531,14 @@ bool gg__conv2d_direct_supports(const gg_conv2d_shape *s) {
 }
 
 size_t gg__conv2d_direct_workspace(const gg_conv2d_shape *s) {
-    direct_geom f;
-    direct_geometry(s, &f);
-    return (size_t)(f.shared + f.per_thread * gg_get_num_threads()) * sizeof(float);
+    direct_geom f, fs;
+    direct_geometry(s, false, &f);
+    direct_geometry(s, true, &fs);
+    return (size_t)(f.shared + imax(f.per_thread, fs.per_thread) * gg_get_num_threads()) * sizeof(float);
 }
 
-/* Phase planes of one input channel plane xc [H, W] (their borders are zero already and stay so: the same
- * positions are written every time). */
+/* Phase planes of input channel plane xc [H, W] into dst (phase p at dst + p*phplane). Their borders are
+ * zero already and stay so: the same positions are written every time. */
 static void put_phases(const gg_conv2d_shape *s, const direct_geom *f, const float *xc, float *dst) {
     const int64_t sh = s->str_h, sw = s->str_w;
     for (int64_t a = 0; a < sh; a++)
@@ -547,29 +563,42 @@ static inline void put_plane(float *dst, int64_t pitch, int64_t r0, int64_t c0, 
     for (int64_t i = 0; i < h; i++) memcpy(dst + (r0 + i) * pitch + c0, src + i * w, (size_t)w * sizeof(float));
 }
 
+/* A chunk with fewer than nbs samples leaves an earlier chunk's samples m.. in the buffers; where a pass
+ * could reach them, they are cleared. */
+static inline void clear_tail(float *plane0, int64_t m, int64_t nbs, int64_t block) {
+    if (m < nbs) memset(plane0 + m * block, 0, (size_t)((nbs - m) * block) * sizeof(float));
+}
+
 void gg__conv2d_fwd_direct(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y,
                            void *ws) {
     const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, HW = s->H * s->W, P = s->Ho * s->Wo;
     direct_geom f;
-    direct_geometry(s, &f);
+    direct_geometry(s, false, &f);
+    const int64_t chunks = div_ceil(s->N, f.nbs);
 #pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * P * RS > PAR_MIN)
     {
         float *xph = (float *)ws + f.shared + thread_id() * f.per_thread, *acc = xph + Cg * f.xplane;
         memset(xph, 0, (size_t)(Cg * f.xplane) * sizeof(float));
 #pragma omp for schedule(static)
-        for (int64_t ng = 0; ng < s->N * s->G; ng++) {
-            const int64_t n = ng / s->G, g = ng % s->G;
-            for (int64_t c = 0; c < Cg; c++) put_phases(s, &f, x + (n * s->C + g * Cg + c) * HW, xph + c * f.xplane);
+        for (int64_t cg = 0; cg < chunks * s->G; cg++) {
+            const int64_t n0 = cg / s->G * f.nbs, g = cg % s->G, m = imin(f.nbs, s->N - n0);
+            for (int64_t c = 0; c < Cg; c++)
+                for (int64_t i = 0; i < m; i++)
+                    put_phases(s, &f, x + ((n0 + i) * s->C + g * Cg + c) * HW, xph + c * f.xplane + i * f.plane);
+            /* outputs of samples >= m (stale inputs) are computed and dropped */
             for (int64_t kk0 = 0; kk0 < Kg; kk0 += 4) {
                 const int64_t nk = imin(4, Kg - kk0), k0 = g * Kg + kk0;
                 float init[4] = {0};
                 for (int64_t o = 0; o < nk; o++) init[o] = b ? b[k0 + o] : 0.0f;
-                corr_flat(acc, f.acc, 0, f.L, xph, Cg, f.xplane, f.off, RS, w + k0 * Cg * RS, Cg * RS, nk, init);
-                for (int64_t o = 0; o < nk; o++) {
-                    float *yp = y + (n * s->K + k0 + o) * P;
-                    for (int64_t ho = 0; ho < s->Ho; ho++)
-                        memcpy(yp + ho * s->Wo, acc + o * f.acc + ho * f.Wph, (size_t)s->Wo * sizeof(float));
-                }
+                corr_flat(acc, f.acc, 0, (m - 1) * f.plane + f.L, xph, Cg, f.xplane, f.off, RS, w + k0 * Cg * RS,
+                          Cg * RS, nk, init);
+                for (int64_t o = 0; o < nk; o++)
+                    for (int64_t i = 0; i < m; i++) {
+                        float *yp = y + ((n0 + i) * s->K + k0 + o) * P;
+                        const float *src = acc + o * f.acc + i * f.plane;
+                        for (int64_t ho = 0; ho < s->Ho; ho++)
+                            memcpy(yp + ho * s->Wo, src + ho * f.Wph, (size_t)s->Wo * sizeof(float));
+                    }
             }
         }
     }
@@ -579,7 +608,8 @@ void gg__conv2d_bwd_data_direct(const gg_conv2d_shape *s, const float *dy, const
     const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, HW = s->H * s->W, P = s->Ho * s->Wo;
     const int64_t sh = s->str_h, sw = s->str_w;
     direct_geom f;
-    direct_geometry(s, &f);
+    direct_geometry(s, false, &f);
+    const int64_t chunks = div_ceil(s->N, f.nbs), dblock = f.Hq * f.Wq;
     /* Taps grouped by the dx phase they land in: phase (a, b) gets the taps with r*dh % sh == a and
      * t*dw % sw == b, read at dy offset (mqr - r*dh/sh)*Wq + mqt - t*dw/sw (the flipped kernel).
      * wflip holds, phase after phase, [G, Cg, Kg, taps of the phase]. */
@@ -610,10 +640,12 @@ void gg__conv2d_bwd_data_direct(const gg_conv2d_shape *s, const float *dy, const
         float *dpad = (float *)ws + f.shared + thread_id() * f.per_thread, *acc = dpad + Kg * f.dplane;
         memset(dpad, 0, (size_t)(Kg * f.dplane) * sizeof(float));
 #pragma omp for schedule(static)
-        for (int64_t ng = 0; ng < s->N * s->G; ng++) {
-            const int64_t nn = ng / s->G, g = ng % s->G;
+        for (int64_t cg = 0; cg < chunks * s->G; cg++) {
+            const int64_t n0 = cg / s->G * f.nbs, g = cg % s->G, m = imin(f.nbs, s->N - n0);
             for (int64_t kk = 0; kk < Kg; kk++)
-                put_plane(dpad + kk * f.dplane, f.Wq, f.mqr, f.mqt, dy + (nn * s->K + g * Kg + kk) * P, s->Ho, s->Wo);
+                for (int64_t i = 0; i < m; i++)
+                    put_plane(dpad + kk * f.dplane + i * dblock, f.Wq, f.mqr, f.mqt,
+                              dy + ((n0 + i) * s->K + g * Kg + kk) * P, s->Ho, s->Wo);
             for (int64_t ph = 0; ph < f.nph; ph++) {
                 const int64_t nt = first[ph + 1] - first[ph], a = ph / sw, bb = ph % sw;
                 if (nt == 0) continue;
@@ -622,66 +654,92 @@ void gg__conv2d_bwd_data_direct(const gg_conv2d_shape *s, const float *dy, const
                 valid_range(f.Hq, s->H, sh, a - s->pad_t, &ilo, &ihi);
                 valid_range(f.Wq, s->W, sw, bb - s->pad_l, &jlo, &jhi);
                 if (ilo >= ihi || jlo >= jhi) continue;
-                const int64_t q0 = ilo * f.Wq + jlo, q1 = (ihi - 1) * f.Wq + jhi;
+                const int64_t q0 = ilo * f.Wq + jlo, q1 = ((m - 1) * f.Hq + ihi - 1) * f.Wq + jhi;
                 const float *wp = wflip + first[ph] * s->K * Cg + g * Cg * Kg * nt;
                 for (int64_t c0 = 0; c0 < Cg; c0 += 4) {
                     const int64_t nc = imin(4, Cg - c0);
                     const float zero[4] = {0};
                     corr_flat(acc, f.acc, q0, q1, dpad, Kg, f.dplane, doff + first[ph], nt, wp + c0 * Kg * nt,
                               Kg * nt, nc, zero);
-                    for (int64_t o = 0; o < nc; o++) {
-                        float *dxp = dx + (nn * s->C + g * Cg + c0 + o) * HW;
-                        for (int64_t i = ilo; i < ihi; i++) {
-                            const float *src = acc + o * f.acc + i * f.Wq - q0;
-                            float *dr = dxp + (i * sh + a - s->pad_t) * s->W;
-                            const int64_t cofs = bb - s->pad_l;
-                            if (sw == 1)
-                                for (int64_t j = jlo; j < jhi; j++) dr[j + cofs] += src[j];
-                            else
-                                for (int64_t j = jlo; j < jhi; j++) dr[j * sw + cofs] += src[j];
+                    for (int64_t o = 0; o < nc; o++)
+                        for (int64_t smp = 0; smp < m; smp++) {
+                            float *dxp = dx + ((n0 + smp) * s->C + g * Cg + c0 + o) * HW;
+                            for (int64_t i = ilo; i < ihi; i++) {
+                                const float *src = acc + o * f.acc + (smp * f.Hq + i) * f.Wq - q0;
+                                float *dr = dxp + (i * sh + a - s->pad_t) * s->W;
+                                const int64_t cofs = bb - s->pad_l;
+                                if (sw == 1)
+                                    for (int64_t j = jlo; j < jhi; j++) dr[j + cofs] += src[j];
+                                else
+                                    for (int64_t j = jlo; j < jhi; j++) dr[j * sw + cofs] += src[j];
+                            }
                         }
-                    }
                 }
             }
         }
     }
 }
 
-/* Accumulate the weight gradient of sample n, group g, output channels kk0 .. kk1-1 into sums (8 doubles per
- * weight element, [kk - kk0, c, r, t]). xph and dext are the thread's buffers. */
-static void weight_sums_ng(const gg_conv2d_shape *s, const direct_geom *f, const float *x, const float *dy,
-                           int64_t n, int64_t g, int64_t kk0, int64_t kk1, float *xph, float *dext, vd *sums) {
-    const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, HW = s->H * s->W, P = s->Ho * s->Wo;
-    for (int64_t c = 0; c < Cg; c++) put_phases(s, f, x + (n * s->C + g * Cg + c) * HW, xph + c * f->xplane);
-    for (int64_t kk = kk0; kk < kk1; kk++) {
-        put_plane(dext, f->Wph, 0, 0, dy + (n * s->K + g * Kg + kk) * P, s->Ho, s->Wo);
-        /* dw[k,c,r,t] += sum_q dext[q] * phases_c[q + off[r*S + t]] */
-        for (int64_t c = 0; c < Cg; c++)
-            all_tap_dots(dext, xph + c * f->xplane, f->off, RS, round_up(f->L, VW), sums + 2 * ((kk - kk0) * Cg + c) * RS);
+/* dw[i] += the VW lanes of sums[2i], sums[2i+1] for i < n. */
+static void flush_sums(float *dw, const vd *sums, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const vd t = sums[2 * i] + sums[2 * i + 1];
+        double r = 0;
+        for (int k = 0; k < VW / 2; k++) r += t[k];
+        dw[i] += (float)r;
     }
 }
 
-/* Small weights (depthwise and the like): each thread walks its share of the (n, g) planes in memory order
- * into private sums for the whole weight, merged at the end. Large weights: tasks own (group, block of
- * output channels) pairs, enough of them for every thread, each reading its group's planes sample by sample. */
+/* Accumulate the weight gradient of samples n0 .. n0+m-1 (m <= nbs, stacked), group g, output channels
+ * kk0 .. kk1-1 into sums (VW doubles per weight element, [kk - kk0, c, r, t]). xph and dext are the
+ * thread's buffers. */
+static void weight_sums_chunk(const gg_conv2d_shape *s, const direct_geom *f, const float *x, const float *dy,
+                              int64_t n0, int64_t m, int64_t g, int64_t kk0, int64_t kk1, float *xph, float *dext,
+                              vd *sums) {
+    const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, HW = s->H * s->W, P = s->Ho * s->Wo;
+    const int64_t n = round_up((m - 1) * f->plane + f->L, VW);
+    for (int64_t c = 0; c < Cg; c++)
+        for (int64_t i = 0; i < m; i++)
+            put_phases(s, f, x + ((n0 + i) * s->C + g * Cg + c) * HW, xph + c * f->xplane + i * f->plane);
+    for (int64_t kk = kk0; kk < kk1; kk += 2) {
+        const int64_t nd = imin(2, kk1 - kk);
+        for (int64_t o = 0; o < nd; o++) {
+            float *d = dext + o * f->acc;
+            for (int64_t i = 0; i < m; i++)
+                put_plane(d + i * f->plane, f->Wph, 0, 0, dy + ((n0 + i) * s->K + g * Kg + kk + o) * P, s->Ho, s->Wo);
+            clear_tail(d, m, f->nbs, f->plane); /* the dot may reach the first row of sample m */
+        }
+        /* dw[k,c,r,t] += sum_q dext_k[q] * phases_c[q + off[r*S + t]] */
+        for (int64_t c = 0; c < Cg; c++)
+            all_tap_dots(dext, f->acc, nd, xph + c * f->xplane, f->off, RS, n, sums + 2 * ((kk - kk0) * Cg + c) * RS,
+                         2 * Cg * RS);
+    }
+}
+
+/* Small weights (depthwise and the like): each thread walks its share of the (chunk, g) planes in memory
+ * order into private sums for the whole weight, merged at the end. Large weights: tasks own (group, block
+ * of output channels) pairs, enough of them for every thread, each reading its group's planes chunk by
+ * chunk. */
 void gg__conv2d_bwd_weight_direct(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw, void *ws) {
     const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, P = s->Ho * s->Wo;
     direct_geom f;
-    direct_geometry(s, &f);
+    direct_geometry(s, true, &f);
     const int nt = gg_get_num_threads();
     const bool private_sums = weight_sums_private(s);
     const int64_t blocks = imin(Kg, (nt + s->G - 1) / s->G), kb = (Kg + blocks - 1) / blocks;
+    const int64_t chunks = div_ceil(s->N, f.nbs);
 #pragma omp parallel num_threads(nt) if (s->N * s->K * P * RS > PAR_MIN)
     {
         float *xph = (float *)ws + f.shared + thread_id() * f.per_thread, *dext = xph + Cg * f.xplane;
-        vd *sums = (vd *)(void *)(dext + f.acc); /* f.shared, f.per_thread, f.acc keep 64-byte alignment */
-        memset(xph, 0, (size_t)(Cg * f.xplane + f.acc) * sizeof(float)); /* borders and junk columns */
+        vd *sums = (vd *)(void *)(dext + 2 * f.acc); /* f.shared, f.per_thread, f.acc keep 64-byte alignment */
+        memset(xph, 0, (size_t)(Cg * f.xplane + 2 * f.acc) * sizeof(float)); /* borders and junk columns */
         if (private_sums) {
             memset(sums, 0, (size_t)(2 * s->K * Cg * RS) * sizeof(vd));
 #pragma omp for schedule(static)
-            for (int64_t ng = 0; ng < s->N * s->G; ng++) {
-                const int64_t g = ng % s->G;
-                weight_sums_ng(s, &f, x, dy, ng / s->G, g, 0, Kg, xph, dext, sums + 2 * g * Kg * Cg * RS);
+            for (int64_t cg = 0; cg < chunks * s->G; cg++) {
+                const int64_t n0 = cg / s->G * f.nbs, g = cg % s->G;
+                weight_sums_chunk(s, &f, x, dy, n0, imin(f.nbs, s->N - n0), g, 0, Kg, xph, dext,
+                                  sums + 2 * g * Kg * Cg * RS);
             }
 #pragma omp critical(gg_conv_dw)
             flush_sums(dw, sums, s->K * Cg * RS);
@@ -691,7 +749,8 @@ void gg__conv2d_bwd_weight_direct(const gg_conv2d_shape *s, const float *x, cons
                 const int64_t g = task / blocks, kk0 = task % blocks * kb, kk1 = imin(Kg, kk0 + kb);
                 if (kk0 >= kk1) continue;
                 memset(sums, 0, (size_t)(2 * (kk1 - kk0) * Cg * RS) * sizeof(vd));
-                for (int64_t n = 0; n < s->N; n++) weight_sums_ng(s, &f, x, dy, n, g, kk0, kk1, xph, dext, sums);
+                for (int64_t n0 = 0; n0 < s->N; n0 += f.nbs)
+                    weight_sums_chunk(s, &f, x, dy, n0, imin(f.nbs, s->N - n0), g, kk0, kk1, xph, dext, sums);
                 flush_sums(dw + (g * Kg + kk0) * Cg * RS, sums, (kk1 - kk0) * Cg * RS);
             }
         }

@@ -406,6 +406,8 @@ Test(conv_fast, fixed_shapes) {
         {2, 3, 12, 13, 8, 7, 5, 1, 3, 2, 3, 2, 1, 4, 1, 2},     /* rectangular everything */
         {1, 30, 8, 8, 62, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1},     /* batch 1, 8x8 */
         {2, 5, 4, 3, 7, 3, 3, 1, 1, 1, 0, 0, 0, 0, 1, 1},       /* output 2x1 */
+        {5, 4, 14, 14, 4, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1},     /* direct dw stacks 4 samples: short last chunk */
+        {5, 4, 20, 20, 6, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1},     /* same without junk rows (1x1): 3+2 */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char name[32];
