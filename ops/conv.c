@@ -1,11 +1,11 @@
 /* gg_conv2d: 2-D convolution (NCHW float32, PyTorch semantics) as a differentiable op: argument checks,
  * a per-shape plan that picks a kernel, and the forward/backward dispatch. Kernels: ops/conv_ref.c.
  *
- *   y[n,k,ho,wo] = b[k] + sum_{c<C/G, r<R, t<S} w[k,c,r,t] * x[n, g*C/G + c, ho*sh - pt + r*dh, wo*sw - pl + t*dw]
- *   dx[n, g*C/G + c, hi, wi] = sum over (k in group g, r, t, ho, wo) hitting (hi, wi) of dy[n,k,ho,wo] * w[k,c,r,t]
- *   dw[k,c,r,t] = sum_{n,ho,wo} dy[n,k,ho,wo] * x[n, g*C/G + c, ho*sh - pt + r*dh, wo*sw - pl + t*dw]
- *   db[k] = sum_{n,ho,wo} dy[n,k,ho,wo]
- * x [N,C,H,W], w [K,C/G,R,S], b [K], y [N,K,Ho,Wo]; g = k / (K/G). */
+ *   y[n,k,ho,wo] = b[k] + sum_{c<C/G, r<R, t<S} w[k,c,r,t] * x[n, g*C/G + c, ho*sh - pt + r*dh, wo*sw - pl +
+ * t*dw] dx[n, g*C/G + c, hi, wi] = sum over (k in group g, r, t, ho, wo) hitting (hi, wi) of dy[n,k,ho,wo] *
+ * w[k,c,r,t] dw[k,c,r,t] = sum_{n,ho,wo} dy[n,k,ho,wo] * x[n, g*C/G + c, ho*sh - pt + r*dh, wo*sw - pl +
+ * t*dw] db[k] = sum_{n,ho,wo} dy[n,k,ho,wo] x [N,C,H,W], w [K,C/G,R,S], b [K], y [N,K,Ho,Wo]; g = k / (K/G).
+ */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,8 +19,8 @@
 #define FN "gg_conv2d"
 
 gg_conv2d_params gg_conv2d_default(void) {
-    return (gg_conv2d_params){.stride = {1, 1}, .pad = {0, 0, 0, 0}, .dilation = {1, 1}, .groups = 1,
-                              .pad_same = false};
+    return (gg_conv2d_params){
+        .stride = {1, 1}, .pad = {0, 0, 0, 0}, .dilation = {1, 1}, .groups = 1, .pad_same = false};
 }
 
 void gg_conv2d_set_pad(gg_conv2d_params *p, int pad_h, int pad_w) {
@@ -78,7 +78,6 @@ int64_t gg__conv2d_gemm_batch(const gg_conv2d_shape *s) {
     return nb < 1 ? 1 : nb;
 }
 
-
 /* Rules from interleaved timings of both kernels (bench shapes: ResNet-style layers 7x7 .. 56x56, dense,
  * groups 4 and 8, depthwise, 1x1, stride 2; one thread):
  *  - forward and data gradient: the direct kernel wins for 3x3-like kernels at every group size (by
@@ -92,8 +91,8 @@ static conv_plan choose(const gg_conv2d_shape *s) {
     const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S;
     const double macs = (double)s->N * (double)s->K * (double)(Cg * RS) * (double)(s->Ho * s->Wo);
     /* zero-bordered input planes of one group, which the direct kernel keeps hot */
-    const double group_bytes = 4.0 * (double)Cg * (double)(s->Ho + (s->R - 1) * s->dil_h) *
-                               (double)(s->Wo + (s->S - 1) * s->dil_w);
+    const double group_bytes =
+        4.0 * (double)Cg * (double)(s->Ho + (s->R - 1) * s->dil_h) * (double)(s->Wo + (s->S - 1) * s->dil_w);
     const bool supports = gg__conv2d_direct_supports(s);
     const bool direct = supports && ((group_bytes <= 1024.0 * 1024.0 && !(RS == 1 && Cg >= 16)) || Cg == 1);
     const gg_conv_algo other = macs < 32768 ? GG_CONV_ALGO_REF : GG_CONV_ALGO_GEMM;
@@ -115,7 +114,8 @@ static conv_plan get_plan(const gg_conv2d_shape *s) {
         plan_cache[plan_next++ % PLAN_SLOTS] = p;
     }
     gg_conv_algo f = (gg_conv_algo)atomic_load(&forced_algo);
-    if (f == GG_CONV_ALGO_REF || f == GG_CONV_ALGO_GEMM || (f == GG_CONV_ALGO_DIRECT && gg__conv2d_direct_supports(s)))
+    if (f == GG_CONV_ALGO_REF || f == GG_CONV_ALGO_GEMM ||
+        (f == GG_CONV_ALGO_DIRECT && gg__conv2d_direct_supports(s)))
         p.algo[PASS_FWD] = p.algo[PASS_DATA] = p.algo[PASS_WEIGHT] = f;
     return p;
 }
@@ -123,9 +123,12 @@ static conv_plan get_plan(const gg_conv2d_shape *s) {
 /* ---- argument checks ---- */
 
 /* "x [..], w [..]" plus ", bias [..]" */
-static const char *shapes_str(char *buf, size_t size, const gg_tensor *x, const gg_tensor *w, const gg_tensor *b) {
+static const char *shapes_str(char *buf, size_t size, const gg_tensor *x, const gg_tensor *w,
+                              const gg_tensor *b) {
     char a[GG_SHAPE_STR_MAX], c[GG_SHAPE_STR_MAX], d[GG_SHAPE_STR_MAX];
-    if (b) snprintf(buf, size, "x %s, w %s, bias %s", GG_SHAPE_STR(x, a), GG_SHAPE_STR(w, c), GG_SHAPE_STR(b, d));
+    if (b)
+        snprintf(buf, size, "x %s, w %s, bias %s", GG_SHAPE_STR(x, a), GG_SHAPE_STR(w, c),
+                 GG_SHAPE_STR(b, d));
     else snprintf(buf, size, "x %s, w %s", GG_SHAPE_STR(x, a), GG_SHAPE_STR(w, c));
     return buf;
 }
@@ -148,21 +151,26 @@ static int check_args(const gg_tensor *x, const gg_tensor *w, const gg_tensor *b
         return gg_error_set(GG_ERR_ARG, FN, "padding 'same' needs stride 1, got (%d, %d) (%s)", p->stride[0],
                             p->stride[1], sh);
     if (!p->pad_same && (p->pad[0] < 0 || p->pad[1] < 0 || p->pad[2] < 0 || p->pad[3] < 0))
-        return gg_error_set(GG_ERR_ARG, FN, "padding must be non-negative, got (top %d, bottom %d, left %d, right %d) (%s)",
+        return gg_error_set(GG_ERR_ARG, FN,
+                            "padding must be non-negative, got (top %d, bottom %d, left %d, right %d) (%s)",
                             p->pad[0], p->pad[1], p->pad[2], p->pad[3], sh);
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     const int64_t K = w->shape[0], Cg = w->shape[1], R = w->shape[2], S = w->shape[3], G = p->groups;
     if (R < 1 || S < 1 || Cg < 1)
-        return gg_error_set(GG_ERR_SHAPE, FN, "weight must have non-empty channel and kernel dimensions (%s)", sh);
+        return gg_error_set(GG_ERR_SHAPE, FN, "weight must have non-empty channel and kernel dimensions (%s)",
+                            sh);
     if (C != Cg * G) {
         if (G == 1)
             return gg_error_set(GG_ERR_SHAPE, FN, "input has %lld channels, weight expects %lld (%s)",
                                 (long long)C, (long long)Cg, sh);
-        return gg_error_set(GG_ERR_SHAPE, FN, "input has %lld channels, weight expects %lld (%lld per group x %lld groups) (%s)",
-                            (long long)C, (long long)(Cg * G), (long long)Cg, (long long)G, sh);
+        return gg_error_set(
+            GG_ERR_SHAPE, FN,
+            "input has %lld channels, weight expects %lld (%lld per group x %lld groups) (%s)", (long long)C,
+            (long long)(Cg * G), (long long)Cg, (long long)G, sh);
     }
     if (K % G)
-        return gg_error_set(GG_ERR_SHAPE, FN, "weight has %lld output channels, not divisible by %lld groups (%s)",
+        return gg_error_set(GG_ERR_SHAPE, FN,
+                            "weight has %lld output channels, not divisible by %lld groups (%s)",
                             (long long)K, (long long)G, sh);
     if (b && (b->ndim != 1 || b->shape[0] != K))
         return gg_error_set(GG_ERR_SHAPE, FN, "bias must be [%lld], one value per output channel (%s)",
@@ -172,19 +180,32 @@ static int check_args(const gg_tensor *x, const gg_tensor *w, const gg_tensor *b
         int64_t th = (int64_t)p->dilation[0] * (R - 1), tw = (int64_t)p->dilation[1] * (S - 1);
         pt = th / 2, pb = th - pt, pl = tw / 2, pr = tw - pl;
     }
-    const int64_t eff_h = (int64_t)p->dilation[0] * (R - 1) + 1, eff_w = (int64_t)p->dilation[1] * (S - 1) + 1;
+    const int64_t eff_h = (int64_t)p->dilation[0] * (R - 1) + 1,
+                  eff_w = (int64_t)p->dilation[1] * (S - 1) + 1;
     const int64_t span_h = H + pt + pb - eff_h, span_w = W + pl + pr - eff_w;
     if (span_h < 0 || span_w < 0)
-        return gg_error_set(GG_ERR_SHAPE, FN,
-                            "output would be empty: padded input %lldx%lld is smaller than the dilated kernel "
-                            "%lldx%lld (%s, padding (%lld, %lld, %lld, %lld), dilation (%d, %d))",
-                            (long long)(H + pt + pb), (long long)(W + pl + pr), (long long)eff_h,
-                            (long long)eff_w, sh, (long long)pt, (long long)pb, (long long)pl, (long long)pr,
-                            p->dilation[0], p->dilation[1]);
-    *s = (gg_conv2d_shape){.N = N, .C = C, .H = H, .W = W, .K = K, .R = R, .S = S, .G = G,
-                           .Ho = span_h / p->stride[0] + 1, .Wo = span_w / p->stride[1] + 1,
-                           .str_h = p->stride[0], .str_w = p->stride[1], .pad_t = pt, .pad_l = pl,
-                           .dil_h = p->dilation[0], .dil_w = p->dilation[1]};
+        return gg_error_set(
+            GG_ERR_SHAPE, FN,
+            "output would be empty: padded input %lldx%lld is smaller than the dilated kernel "
+            "%lldx%lld (%s, padding (%lld, %lld, %lld, %lld), dilation (%d, %d))",
+            (long long)(H + pt + pb), (long long)(W + pl + pr), (long long)eff_h, (long long)eff_w, sh,
+            (long long)pt, (long long)pb, (long long)pl, (long long)pr, p->dilation[0], p->dilation[1]);
+    *s = (gg_conv2d_shape){.N = N,
+                           .C = C,
+                           .H = H,
+                           .W = W,
+                           .K = K,
+                           .R = R,
+                           .S = S,
+                           .G = G,
+                           .Ho = span_h / p->stride[0] + 1,
+                           .Wo = span_w / p->stride[1] + 1,
+                           .str_h = p->stride[0],
+                           .str_w = p->stride[1],
+                           .pad_t = pt,
+                           .pad_l = pl,
+                           .dil_h = p->dilation[0],
+                           .dil_w = p->dilation[1]};
     return GG_OK;
 }
 
@@ -198,7 +219,8 @@ static int forward(const gg_conv2d_shape *s, const float *x, const float *w, con
         gg__conv2d_fwd_ref(s, x, w, b, y);
         return GG_OK;
     }
-    void *ws = gg_alloc(a == GG_CONV_ALGO_GEMM ? gg__conv2d_gemm_workspace(s, p.nb) : gg__conv2d_direct_workspace(s));
+    void *ws = gg_alloc(a == GG_CONV_ALGO_GEMM ? gg__conv2d_gemm_workspace(s, p.nb)
+                                               : gg__conv2d_direct_workspace(s));
     if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace");
     if (a == GG_CONV_ALGO_GEMM) gg__conv2d_fwd_gemm(s, p.nb, x, w, b, y, ws);
     else gg__conv2d_fwd_direct(s, x, w, b, y, ws);
@@ -209,7 +231,8 @@ static int forward(const gg_conv2d_shape *s, const float *x, const float *w, con
 /* ip[] holds the geometry, then the saved-slot index of x and of w (-1: not saved). */
 #define IP_XSLOT (int)(sizeof(gg_conv2d_shape) / sizeof(int64_t))
 #define IP_WSLOT (IP_XSLOT + 1)
-_Static_assert(sizeof(gg_conv2d_shape) / sizeof(int64_t) + 2 <= GG_NODE_IPARAMS, "conv geometry fits in ip[]");
+_Static_assert(sizeof(gg_conv2d_shape) / sizeof(int64_t) + 2 <= GG_NODE_IPARAMS,
+               "conv geometry fits in ip[]");
 
 static int conv2d_backward(gg_node *node, const gg_tensor *gout) {
     gg_conv2d_shape s;
@@ -218,24 +241,27 @@ static int conv2d_backward(gg_node *node, const gg_tensor *gout) {
     gg_tensor *gb = node->n_in > 2 ? gg_node_grad(node, 2) : NULL;
     if ((!gx && gg_node_needs_grad(node, 0)) || (!gw && gg_node_needs_grad(node, 1)) ||
         (!gb && node->n_in > 2 && gg_node_needs_grad(node, 2)))
-        return gg_last_status() ? gg_last_status() : gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate gradients");
+        return gg_last_status() ? gg_last_status()
+                                : gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate gradients");
     if (s.N == 0 || s.K == 0 || s.C == 0) return GG_OK;
     const float *dy = gg_tensor_data(gout);
     const float *x = node->ip[IP_XSLOT] >= 0 ? gg_tensor_data(node->saved[node->ip[IP_XSLOT]]) : NULL;
     const float *w = node->ip[IP_WSLOT] >= 0 ? gg_tensor_data(node->saved[node->ip[IP_WSLOT]]) : NULL;
     float *dx = gx ? gg_tensor_data(gx) : NULL, *dw = gw ? gg_tensor_data(gw) : NULL;
-    if ((dx && !w) || (dw && !x)) return gg_error_set(GG_ERR_STATE, FN, "backward: a needed input was not saved");
+    if ((dx && !w) || (dw && !x))
+        return gg_error_set(GG_ERR_STATE, FN, "backward: a needed input was not saved");
     if (gb) gg__conv2d_bwd_bias(&s, dy, gg_tensor_data(gb));
     if (!dx && !dw) return GG_OK;
     const conv_plan p = get_plan(&s);
-    const gg_conv_algo ad = dx ? p.algo[PASS_DATA] : GG_CONV_ALGO_AUTO, aw = dw ? p.algo[PASS_WEIGHT] : GG_CONV_ALGO_AUTO;
+    const gg_conv_algo ad = dx ? p.algo[PASS_DATA] : GG_CONV_ALGO_AUTO,
+                       aw = dw ? p.algo[PASS_WEIGHT] : GG_CONV_ALGO_AUTO;
     if (ad == GG_CONV_ALGO_REF) gg__conv2d_bwd_data_ref(&s, dy, w, dx);
     if (aw == GG_CONV_ALGO_REF) gg__conv2d_bwd_weight_ref(&s, x, dy, dw);
     if (ad == GG_CONV_ALGO_GEMM || aw == GG_CONV_ALGO_GEMM) { /* one pass for both when both use it */
         void *ws = gg_alloc(gg__conv2d_gemm_workspace(&s, p.nb));
         if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace");
-        gg__conv2d_bwd_gemm(&s, p.nb, x, w, dy, ad == GG_CONV_ALGO_GEMM ? dx : NULL, aw == GG_CONV_ALGO_GEMM ? dw : NULL,
-                            ws);
+        gg__conv2d_bwd_gemm(&s, p.nb, x, w, dy, ad == GG_CONV_ALGO_GEMM ? dx : NULL,
+                            aw == GG_CONV_ALGO_GEMM ? dw : NULL, ws);
         gg_free(ws);
     }
     if (ad == GG_CONV_ALGO_DIRECT || aw == GG_CONV_ALGO_DIRECT) {
@@ -260,8 +286,8 @@ gg_tensor *gg_conv2d(gg_tensor *x, gg_tensor *w, gg_tensor *bias, const gg_conv2
 
     gg_tensor *xc = gg_tensor_contiguous(x), *wc = gg_tensor_contiguous(w);
     gg_tensor *bc = bias ? gg_tensor_contiguous(bias) : NULL;
-    gg_tensor *out = (xc && wc && (bc || !bias)) ? gg_op_output(4, (const int64_t[]){s.N, s.K, s.Ho, s.Wo}, FN)
-                                                 : NULL;
+    gg_tensor *out =
+        (xc && wc && (bc || !bias)) ? gg_op_output(4, (const int64_t[]){s.N, s.K, s.Ho, s.Wo}, FN) : NULL;
     int st = out ? forward(&s, gg_tensor_data(xc), gg_tensor_data(wc), bc ? gg_tensor_data(bc) : NULL,
                            gg_tensor_data(out))
                  : GG_ERR_NOMEM;

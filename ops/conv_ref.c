@@ -1,7 +1,7 @@
-/* Convolution kernels: the plain-C reference (the oracle), im2col + BLIS GEMM, and direct loops for few
- * channels per group (depthwise).
- * Shapes and conventions: gg_conv_kernels.h. Threads: OpenMP regions for the memory passes (im2col,
- * col2im, gathers, direct loops); BLIS is always called outside them and threads itself. */
+/* Convolution kernels: the plain-C reference (the oracle), im2col + BLIS GEMM, and the direct kernel
+ * (shifted vectorised passes over zero-bordered planes; any groups, strides, dilation).
+ * Shapes and conventions: gg_conv_kernels.h. Threads: OpenMP regions for im2col, col2im, gathers and the
+ * direct kernel; BLIS (gg__sgemm) is always called outside them and threads itself. */
 #include <stdbool.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -100,7 +100,7 @@ void gg__conv2d_bwd_weight_ref(const gg_conv2d_shape *s, const float *x, const f
         for (int64_t c = 0; c < Cg; c++)
             for (int64_t r = 0; r < s->R; r++)
                 for (int64_t t = 0; t < s->S; t++) {
-                    /* dw[k,c,r,t] = sum_{n,ho,wo} dy[n,k,ho,wo] * x[n, g*Cg+c, ho*sh-pt+r*dh, wo*sw-pl+t*dw] */
+                    /* dw[k,c,r,t] = sum_{n,ho,wo} dy[n,k,ho,wo] * x[n, g*Cg+c, hi, wi] over valid hi, wi */
                     double acc = 0.0;
                     for (int64_t n = 0; n < s->N; n++)
                         for (int64_t ho = 0; ho < s->Ho; ho++) {
@@ -168,8 +168,8 @@ static void im2col(const gg_conv2d_shape *s, const float *x, int64_t g, int64_t 
                    int64_t ld) {
     const int64_t Cg = s->C / s->G, RS = s->R * s->S, P = s->Ho * s->Wo, rows = Cg * RS, HW = s->H * s->W;
     const int64_t Ho = s->Ho, Wo = s->Wo, sw = s->str_w;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(gg_get_num_threads()) \
-    if (rows * m * P > PAR_MIN)
+#pragma omp parallel for collapse(2) schedule(static) \
+    num_threads(gg_get_num_threads()) if (rows * m * P > PAR_MIN)
     for (int64_t row = 0; row < rows; row++)
         for (int64_t i = 0; i < m; i++) {
             const int64_t c = row / RS, r = row / s->S % s->R, t = row % s->S;
@@ -194,11 +194,11 @@ static void im2col(const gg_conv2d_shape *s, const float *x, int64_t g, int64_t 
 }
 
 /* dx[n0+i, g*Cg+c, ...] += the col entries that im2col would have read from there. */
-static void col2im_add(const gg_conv2d_shape *s, const float *col, int64_t ld, int64_t g, int64_t n0, int64_t m,
-                       float *dx) {
+static void col2im_add(const gg_conv2d_shape *s, const float *col, int64_t ld, int64_t g, int64_t n0,
+                       int64_t m, float *dx) {
     const int64_t Cg = s->C / s->G, P = s->Ho * s->Wo, HW = s->H * s->W, sw = s->str_w;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(gg_get_num_threads()) \
-    if (Cg * s->R * s->S * m * P > PAR_MIN)
+#pragma omp parallel for collapse(2) schedule(static) \
+    num_threads(gg_get_num_threads()) if (Cg * s->R * s->S * m * P > PAR_MIN)
     for (int64_t i = 0; i < m; i++)
         for (int64_t c = 0; c < Cg; c++) {
             float *dp = dx + ((n0 + i) * s->C + g * Cg + c) * HW;
@@ -225,10 +225,11 @@ static void col2im_add(const gg_conv2d_shape *s, const float *col, int64_t ld, i
 }
 
 /* buf [Kg, ld] <-> t [N, K, P] restricted to group g and samples n0 .. n0+m-1. to_buf: gather. */
-static void gather_group(const gg_conv2d_shape *s, const float *t, int64_t g, int64_t n0, int64_t m, float *buf,
-                         int64_t ld) {
+static void gather_group(const gg_conv2d_shape *s, const float *t, int64_t g, int64_t n0, int64_t m,
+                         float *buf, int64_t ld) {
     const int64_t Kg = s->K / s->G, P = s->Ho * s->Wo;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(gg_get_num_threads()) if (Kg * m * P > PAR_MIN)
+#pragma omp parallel for collapse(2) schedule(static) \
+    num_threads(gg_get_num_threads()) if (Kg * m * P > PAR_MIN)
     for (int64_t k = 0; k < Kg; k++)
         for (int64_t i = 0; i < m; i++)
             memcpy(buf + k * ld + i * P, t + ((n0 + i) * s->K + g * Kg + k) * P, (size_t)P * sizeof(float));
@@ -238,7 +239,8 @@ static void gather_group(const gg_conv2d_shape *s, const float *t, int64_t g, in
 static void scatter_group(const gg_conv2d_shape *s, const float *buf, int64_t ld, const float *b, int64_t g,
                           int64_t n0, int64_t m, float *y) {
     const int64_t Kg = s->K / s->G, P = s->Ho * s->Wo;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(gg_get_num_threads()) if (Kg * m * P > PAR_MIN)
+#pragma omp parallel for collapse(2) schedule(static) \
+    num_threads(gg_get_num_threads()) if (Kg * m * P > PAR_MIN)
     for (int64_t k = 0; k < Kg; k++)
         for (int64_t i = 0; i < m; i++) {
             const float bias = b ? b[g * Kg + k] : 0.0f;
@@ -275,8 +277,8 @@ void gg__conv2d_fwd_gemm(const gg_conv2d_shape *s, int64_t nb, const float *x, c
     }
 }
 
-void gg__conv2d_bwd_gemm(const gg_conv2d_shape *s, int64_t nb, const float *x, const float *w, const float *dy,
-                         float *dx, float *dw, void *ws) {
+void gg__conv2d_bwd_gemm(const gg_conv2d_shape *s, int64_t nb, const float *x, const float *w,
+                         const float *dy, float *dx, float *dw, void *ws) {
     const int64_t Cg = s->C / s->G, Kg = s->K / s->G, CRS = Cg * s->R * s->S, P = s->Ho * s->Wo;
     const int64_t ld = pad_ld(nb * P);
     const bool direct_x = nb == 1 && is_pointwise(s);
@@ -319,6 +321,7 @@ void gg__conv2d_bwd_gemm(const gg_conv2d_shape *s, int64_t nb, const float *x, c
  * each row are computed and dropped. The weight gradient is a dot product of the dy plane (junk columns
  * zero) with each shifted phase plane. The data gradient is, phase by phase of dx, a stride-1 correlation
  * of a zero-bordered dy with the flipped taps that land in that phase (for stride 1: one phase, all taps).
+ * The weight gradient stacks small planes of several samples so that each dot product is long.
  * Tasks: (n, g) pairs for the forward and the data gradient; for the weight gradient, planes in memory
  * order into per-thread sums (small weights) or (group, block of output channels) pairs. Each task owns
  * what it writes. */
@@ -343,11 +346,10 @@ static inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * 
 
 /* One block of NV*VW consecutive outputs for each of KB output planes, accumulated in registers: every
  * shifted input vector loaded feeds KB FMAs. KB and NV are constants after inlining. */
-static inline __attribute__((always_inline)) void corr_block(float *restrict out, int64_t ostride,
-                                                             const float *restrict in, int64_t n_in,
-                                                             int64_t in_stride, const int64_t *off, int64_t n_taps,
-                                                             const float *restrict wt, int64_t wstride,
-                                                             const float *init, int KB, int NV) {
+static inline __attribute__((always_inline)) void
+corr_block(float *restrict out, int64_t ostride, const float *restrict in, int64_t n_in, int64_t in_stride,
+           const int64_t *off, int64_t n_taps, const float *restrict wt, int64_t wstride, const float *init,
+           int KB, int NV) {
     vf a[4][8];
     for (int o = 0; o < KB; o++)
         for (int v = 0; v < NV; v++) a[o][v] = (vf){0} + init[o];
@@ -377,11 +379,11 @@ static inline __attribute__((always_inline)) void corr_block(float *restrict out
  * time in blocks of 8 vectors (4 or 2 for the tail): up to CORR_MAX_BLOCK - 1 values past q1 are written,
  * and reads reach that much + max(off) past q1 (slack the callers allocate). */
 static void corr_flat(float *restrict out, int64_t ostride, int64_t q0, int64_t q1, const float *restrict in,
-                      int64_t n_in, int64_t in_stride, const int64_t *off, int64_t n_taps, const float *restrict wt,
-                      int64_t wstride, int64_t n_out, const float *init) {
-#define CORR(q, KB, NV)                                                                                      \
-    corr_block(out + o * ostride + ((q) - q0), ostride, in + (q), n_in, in_stride, off, n_taps, wt + o * wstride, \
-               wstride, init + o, KB, NV)
+                      int64_t n_in, int64_t in_stride, const int64_t *off, int64_t n_taps,
+                      const float *restrict wt, int64_t wstride, int64_t n_out, const float *init) {
+#define CORR(q, KB, NV)                                                                       \
+    corr_block(out + o * ostride + ((q)-q0), ostride, in + (q), n_in, in_stride, off, n_taps, \
+               wt + o * wstride, wstride, init + o, KB, NV)
     int64_t o = 0;
     for (; o + 4 <= n_out; o += 4) {
         int64_t q = q0;
@@ -411,8 +413,9 @@ static inline void add_to_double(vd *dst, vf a) {
  *   sums[o*sstride + 2j .. 2j+1] += lanes of sum_{q < n} d[o][q] * x[q + off[j]]     (n a multiple of VW)
  * Every shifted x vector loaded feeds KB FMAs and every d vector NT. KB, NT are constants after inlining. */
 static inline __attribute__((always_inline)) void tap_dots(const float *restrict d, int64_t dstride,
-                                                           const float *restrict x, const int64_t *off, int64_t n,
-                                                           vd *sums, int64_t sstride, int KB, int NT) {
+                                                           const float *restrict x, const int64_t *off,
+                                                           int64_t n, vd *sums, int64_t sstride, int KB,
+                                                           int NT) {
     vf a[2][9];
     for (int o = 0; o < KB; o++)
         for (int j = 0; j < NT; j++) a[o][j] = (vf){0};
@@ -440,32 +443,48 @@ static void tap_dot1(const float *restrict d, const float *restrict x, int64_t n
     add_to_double(sums, (s0 + s1) + (s2 + s3));
 }
 
+/* all_tap_dots for at most nine taps, KB (a constant after inlining) dy planes at a time. */
+static inline __attribute__((always_inline)) void some_tap_dots(const float *d, int64_t dstride,
+                                                                const float *x, const int64_t *off,
+                                                                int64_t nt, int64_t n, vd *sums,
+                                                                int64_t sstride, int KB) {
+    switch (nt) {
+    case 9:
+        tap_dots(d, dstride, x, off, n, sums, sstride, KB, 9);
+        break;
+    case 8:
+        tap_dots(d, dstride, x, off, n, sums, sstride, KB, 8);
+        break;
+    case 7:
+        tap_dots(d, dstride, x, off, n, sums, sstride, KB, 7);
+        break;
+    case 6:
+        tap_dots(d, dstride, x, off, n, sums, sstride, KB, 6);
+        break;
+    case 5:
+        tap_dots(d, dstride, x, off, n, sums, sstride, KB, 5);
+        break;
+    case 4:
+        tap_dots(d, dstride, x, off, n, sums, sstride, KB, 4);
+        break;
+    case 3:
+        tap_dots(d, dstride, x, off, n, sums, sstride, KB, 3);
+        break;
+    default: /* too few accumulators to hide the FMA latency: one tap at a time */
+        for (int o = 0; o < KB; o++)
+            for (int64_t j = 0; j < nt; j++)
+                tap_dot1(d + o * dstride, x + off[j], n, sums + o * sstride + 2 * j);
+    }
+}
+
 /* sums[o*sstride + 2j ..] += d[o] . (x shifted by off[j]) for the nd <= 2 dy planes d + o*dstride and every
  * tap j < n_taps, up to nine taps per pass. */
 static void all_tap_dots(const float *d, int64_t dstride, int64_t nd, const float *x, const int64_t *off,
                          int64_t n_taps, int64_t n, vd *sums, int64_t sstride) {
     for (int64_t j0 = 0; j0 < n_taps; j0 += 9) {
-        const int64_t *o = off + j0, nt = imin(9, n_taps - j0);
-        vd *sj = sums + 2 * j0;
-#define TAPS(KB)                                                                     \
-    switch (nt) {                                                                    \
-    case 9: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 9); break;                \
-    case 8: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 8); break;                \
-    case 7: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 7); break;                \
-    case 6: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 6); break;                \
-    case 5: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 5); break;                \
-    case 4: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 4); break;                \
-    case 3: tap_dots(d, dstride, x, o, n, sj, sstride, KB, 3); break;                \
-    default: /* too few accumulators to hide the FMA latency: one tap at a time */   \
-        for (int64_t k = 0; k < nd; k++)                                             \
-            for (int64_t j = 0; j < nt; j++) tap_dot1(d + k * dstride, x + o[j], n, sj + k * sstride + 2 * j); \
-    }
-        if (nd == 2) {
-            TAPS(2)
-        } else {
-            TAPS(1)
-        }
-#undef TAPS
+        const int64_t nt = imin(9, n_taps - j0);
+        if (nd == 2) some_tap_dots(d, dstride, x, off + j0, nt, n, sums + 2 * j0, sstride, 2);
+        else some_tap_dots(d, dstride, x, off + j0, nt, n, sums + 2 * j0, sstride, 1);
     }
 }
 
@@ -476,7 +495,9 @@ typedef struct direct_geom {
     int64_t off[GG_CONV_DIRECT_MAX_TAPS];
 } direct_geom;
 
-static bool weight_sums_private(const gg_conv2d_shape *s) { return s->K * (s->C / s->G) * s->R * s->S <= 4096; }
+static bool weight_sums_private(const gg_conv2d_shape *s) {
+    return s->K * (s->C / s->G) * s->R * s->S <= 4096;
+}
 
 /* Geometry of the direct kernels (sizes in floats). With `stack` (the weight gradient), small planes are
  * stacked: nbs samples share every buffer plane (sample i at row i*Hph, or i*Hq for dy), so that each dot
@@ -511,10 +532,11 @@ static void direct_geometry(const gg_conv2d_shape *s, bool stack, direct_geom *f
         }
     f->dplane = round_up(f->nbs * f->Hq * f->Wq + SLACK, 16);
     f->acc = round_up(f->nbs * imax(f->plane, f->Hq * f->Wq) + SLACK, 16);
-    f->shared = round_up(s->K * Cg * RS, 16); /* flipped weights of the data gradient */
+    f->shared = round_up(s->K * Cg * RS, 16);             /* flipped weights of the data gradient */
     const int64_t fwd = Cg * f->xplane + 4 * f->acc;      /* phase planes, 4 output planes */
     const int64_t bwd_data = Kg * f->dplane + 4 * f->acc; /* dy planes, 4 output planes */
-    const int64_t bwd_weight = Cg * f->xplane + 2 * f->acc + 2 * VW * Kg * Cg * RS * (weight_sums_private(s) ? s->G : 1);
+    const int64_t bwd_weight =
+        Cg * f->xplane + 2 * f->acc + 2 * VW * Kg * Cg * RS * (weight_sums_private(s) ? s->G : 1);
     f->per_thread = imax(fwd, imax(bwd_data, bwd_weight));
 }
 
@@ -560,7 +582,8 @@ static void put_phases(const gg_conv2d_shape *s, const direct_geom *f, const flo
 /* Copy plane src [h, w] into dst at row r0, column c0 of pitch `pitch` (the border is left as it is). */
 static inline void put_plane(float *dst, int64_t pitch, int64_t r0, int64_t c0, const float *src, int64_t h,
                              int64_t w) {
-    for (int64_t i = 0; i < h; i++) memcpy(dst + (r0 + i) * pitch + c0, src + i * w, (size_t)w * sizeof(float));
+    for (int64_t i = 0; i < h; i++)
+        memcpy(dst + (r0 + i) * pitch + c0, src + i * w, (size_t)w * sizeof(float));
 }
 
 /* A chunk with fewer than nbs samples leaves an earlier chunk's samples m.. in the buffers; where a pass
@@ -584,14 +607,15 @@ void gg__conv2d_fwd_direct(const gg_conv2d_shape *s, const float *x, const float
             const int64_t n0 = cg / s->G * f.nbs, g = cg % s->G, m = imin(f.nbs, s->N - n0);
             for (int64_t c = 0; c < Cg; c++)
                 for (int64_t i = 0; i < m; i++)
-                    put_phases(s, &f, x + ((n0 + i) * s->C + g * Cg + c) * HW, xph + c * f.xplane + i * f.plane);
+                    put_phases(s, &f, x + ((n0 + i) * s->C + g * Cg + c) * HW,
+                               xph + c * f.xplane + i * f.plane);
             /* outputs of samples >= m (stale inputs) are computed and dropped */
             for (int64_t kk0 = 0; kk0 < Kg; kk0 += 4) {
                 const int64_t nk = imin(4, Kg - kk0), k0 = g * Kg + kk0;
                 float init[4] = {0};
                 for (int64_t o = 0; o < nk; o++) init[o] = b ? b[k0 + o] : 0.0f;
-                corr_flat(acc, f.acc, 0, (m - 1) * f.plane + f.L, xph, Cg, f.xplane, f.off, RS, w + k0 * Cg * RS,
-                          Cg * RS, nk, init);
+                corr_flat(acc, f.acc, 0, (m - 1) * f.plane + f.L, xph, Cg, f.xplane, f.off, RS,
+                          w + k0 * Cg * RS, Cg * RS, nk, init);
                 for (int64_t o = 0; o < nk; o++)
                     for (int64_t i = 0; i < m; i++) {
                         float *yp = y + ((n0 + i) * s->K + k0 + o) * P;
@@ -604,7 +628,8 @@ void gg__conv2d_fwd_direct(const gg_conv2d_shape *s, const float *x, const float
     }
 }
 
-void gg__conv2d_bwd_data_direct(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx, void *ws) {
+void gg__conv2d_bwd_data_direct(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx,
+                                void *ws) {
     const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, HW = s->H * s->W, P = s->Ho * s->Wo;
     const int64_t sh = s->str_h, sw = s->str_w;
     direct_geom f;
@@ -613,7 +638,8 @@ void gg__conv2d_bwd_data_direct(const gg_conv2d_shape *s, const float *dy, const
     /* Taps grouped by the dx phase they land in: phase (a, b) gets the taps with r*dh % sh == a and
      * t*dw % sw == b, read at dy offset (mqr - r*dh/sh)*Wq + mqt - t*dw/sw (the flipped kernel).
      * wflip holds, phase after phase, [G, Cg, Kg, taps of the phase]. */
-    int64_t tap_of[GG_CONV_DIRECT_MAX_TAPS], doff[GG_CONV_DIRECT_MAX_TAPS], first[GG_CONV_DIRECT_MAX_PHASES + 1];
+    int64_t tap_of[GG_CONV_DIRECT_MAX_TAPS], doff[GG_CONV_DIRECT_MAX_TAPS],
+        first[GG_CONV_DIRECT_MAX_PHASES + 1];
     int64_t n = 0;
     for (int64_t ph = 0; ph < f.nph; ph++) {
         first[ph] = n;
@@ -633,7 +659,8 @@ void gg__conv2d_bwd_data_direct(const gg_conv2d_shape *s, const float *dy, const
             for (int64_t c = 0; c < Cg; c++)
                 for (int64_t kk = 0; kk < Kg; kk++)
                     for (int64_t j = 0; j < nt; j++)
-                        wp[((g * Cg + c) * Kg + kk) * nt + j] = w[((g * Kg + kk) * Cg + c) * RS + tap_of[first[ph] + j]];
+                        wp[((g * Cg + c) * Kg + kk) * nt + j] =
+                            w[((g * Kg + kk) * Cg + c) * RS + tap_of[first[ph] + j]];
     }
 #pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * P * RS > PAR_MIN)
     {
@@ -694,8 +721,8 @@ static void flush_sums(float *dw, const vd *sums, int64_t n) {
  * kk0 .. kk1-1 into sums (VW doubles per weight element, [kk - kk0, c, r, t]). xph and dext are the
  * thread's buffers. */
 static void weight_sums_chunk(const gg_conv2d_shape *s, const direct_geom *f, const float *x, const float *dy,
-                              int64_t n0, int64_t m, int64_t g, int64_t kk0, int64_t kk1, float *xph, float *dext,
-                              vd *sums) {
+                              int64_t n0, int64_t m, int64_t g, int64_t kk0, int64_t kk1, float *xph,
+                              float *dext, vd *sums) {
     const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, HW = s->H * s->W, P = s->Ho * s->Wo;
     const int64_t n = round_up((m - 1) * f->plane + f->L, VW);
     for (int64_t c = 0; c < Cg; c++)
@@ -706,13 +733,14 @@ static void weight_sums_chunk(const gg_conv2d_shape *s, const direct_geom *f, co
         for (int64_t o = 0; o < nd; o++) {
             float *d = dext + o * f->acc;
             for (int64_t i = 0; i < m; i++)
-                put_plane(d + i * f->plane, f->Wph, 0, 0, dy + ((n0 + i) * s->K + g * Kg + kk + o) * P, s->Ho, s->Wo);
+                put_plane(d + i * f->plane, f->Wph, 0, 0, dy + ((n0 + i) * s->K + g * Kg + kk + o) * P, s->Ho,
+                          s->Wo);
             clear_tail(d, m, f->nbs, f->plane); /* the dot may reach the first row of sample m */
         }
         /* dw[k,c,r,t] += sum_q dext_k[q] * phases_c[q + off[r*S + t]] */
         for (int64_t c = 0; c < Cg; c++)
-            all_tap_dots(dext, f->acc, nd, xph + c * f->xplane, f->off, RS, n, sums + 2 * ((kk - kk0) * Cg + c) * RS,
-                         2 * Cg * RS);
+            all_tap_dots(dext, f->acc, nd, xph + c * f->xplane, f->off, RS, n,
+                         sums + 2 * ((kk - kk0) * Cg + c) * RS, 2 * Cg * RS);
     }
 }
 
@@ -720,7 +748,8 @@ static void weight_sums_chunk(const gg_conv2d_shape *s, const direct_geom *f, co
  * order into private sums for the whole weight, merged at the end. Large weights: tasks own (group, block
  * of output channels) pairs, enough of them for every thread, each reading its group's planes chunk by
  * chunk. */
-void gg__conv2d_bwd_weight_direct(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw, void *ws) {
+void gg__conv2d_bwd_weight_direct(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
+                                  void *ws) {
     const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S, P = s->Ho * s->Wo;
     direct_geom f;
     direct_geometry(s, true, &f);
@@ -731,7 +760,8 @@ void gg__conv2d_bwd_weight_direct(const gg_conv2d_shape *s, const float *x, cons
 #pragma omp parallel num_threads(nt) if (s->N * s->K * P * RS > PAR_MIN)
     {
         float *xph = (float *)ws + f.shared + thread_id() * f.per_thread, *dext = xph + Cg * f.xplane;
-        vd *sums = (vd *)(void *)(dext + 2 * f.acc); /* f.shared, f.per_thread, f.acc keep 64-byte alignment */
+        vd *sums =
+            (vd *)(void *)(dext + 2 * f.acc); /* f.shared, f.per_thread, f.acc keep 64-byte alignment */
         memset(xph, 0, (size_t)(Cg * f.xplane + 2 * f.acc) * sizeof(float)); /* borders and junk columns */
         if (private_sums) {
             memset(sums, 0, (size_t)(2 * s->K * Cg * RS) * sizeof(vd));

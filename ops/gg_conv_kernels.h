@@ -1,7 +1,7 @@
 /* Convolution kernels (internal, not installed): they see only pointers, sizes and strides, never
  * gg_tensor, so they can be tested and timed alone. All arrays are dense row-major float32:
  *   x [N,C,H,W], w [K,C/G,R,S], b [K], y [N,K,Ho,Wo] (and dx, dw, db, dy with the same shapes).
- * Forward kernels overwrite y; backward kernels ADD into dx, dw, db (callers zero them first).
+ * Forward kernels overwrite y; backward kernels ADD into dx, dw, db (gradient accumulators).
  * Every fast kernel shares the reference's semantics and is tested against it. */
 #ifndef GG_CONV_KERNELS_H
 #define GG_CONV_KERNELS_H
@@ -13,26 +13,25 @@
 /* The full geometry of one convolution. Padding at the bottom/right is implied by Ho and Wo. All int64
  * (no padding bytes), so a shape can be hashed and compared with memcmp. */
 typedef struct gg_conv2d_shape {
-    int64_t N, C, H, W;        /* input */
-    int64_t K, R, S, G;        /* output channels, kernel height/width, groups */
-    int64_t Ho, Wo;            /* output size */
-    int64_t str_h, str_w;      /* stride >= 1 */
-    int64_t pad_t, pad_l;      /* top/left padding >= 0 */
-    int64_t dil_h, dil_w;      /* dilation >= 1 */
+    int64_t N, C, H, W;   /* input */
+    int64_t K, R, S, G;   /* output channels, kernel height/width, groups */
+    int64_t Ho, Wo;       /* output size */
+    int64_t str_h, str_w; /* stride >= 1 */
+    int64_t pad_t, pad_l; /* top/left padding >= 0 */
+    int64_t dil_h, dil_w; /* dilation >= 1 */
 } gg_conv2d_shape;
 
 typedef enum gg_conv_algo {
-    GG_CONV_ALGO_AUTO,      /* let the plan choose */
-    GG_CONV_ALGO_REF,       /* plain-C loops, double accumulation: the oracle */
-    GG_CONV_ALGO_GEMM,      /* im2col + BLIS GEMM, one GEMM per group over a chunk of the batch */
-    GG_CONV_ALGO_DIRECT,    /* shifted-plane loops, no im2col; OpenMP over (n, g) */
+    GG_CONV_ALGO_AUTO,   /* let the plan choose */
+    GG_CONV_ALGO_REF,    /* plain-C loops, double accumulation: the oracle */
+    GG_CONV_ALGO_GEMM,   /* im2col + BLIS GEMM, one GEMM per group over a chunk of the batch */
+    GG_CONV_ALGO_DIRECT, /* shifted-plane loops, no im2col; OpenMP over (n, g) */
     GG_CONV_ALGO_COUNT
 } gg_conv_algo;
 
-
 /* ---- reference (any stride, padding, dilation, groups; single-threaded) ---- */
-void gg__conv2d_fwd_ref(const gg_conv2d_shape *s, const float *x, const float *w, const float *b /* or NULL */,
-                        float *y);
+void gg__conv2d_fwd_ref(const gg_conv2d_shape *s, const float *x, const float *w,
+                        const float *b /* or NULL */, float *y);
 void gg__conv2d_bwd_data_ref(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx);
 void gg__conv2d_bwd_weight_ref(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw);
 void gg__conv2d_bwd_bias_ref(const gg_conv2d_shape *s, const float *dy, float *db);
@@ -45,8 +44,8 @@ size_t gg__conv2d_gemm_workspace(const gg_conv2d_shape *s, int64_t nb);
 void gg__conv2d_fwd_gemm(const gg_conv2d_shape *s, int64_t nb, const float *x, const float *w, const float *b,
                          float *y, void *ws);
 /* dx and/or dw (either may be NULL) from one shared pass over the chunks. */
-void gg__conv2d_bwd_gemm(const gg_conv2d_shape *s, int64_t nb, const float *x, const float *w, const float *dy,
-                         float *dx, float *dw, void *ws);
+void gg__conv2d_bwd_gemm(const gg_conv2d_shape *s, int64_t nb, const float *x, const float *w,
+                         const float *dy, float *dx, float *dw, void *ws);
 
 /* ---- direct kernels (no im2col, no GEMM): any group size, for shapes gg__conv2d_direct_supports ----
  * ws: gg__conv2d_direct_workspace(s) bytes, 64-byte aligned, sized for gg_get_num_threads() threads. */
@@ -57,8 +56,10 @@ bool gg__conv2d_direct_supports(const gg_conv2d_shape *s);
 size_t gg__conv2d_direct_workspace(const gg_conv2d_shape *s);
 void gg__conv2d_fwd_direct(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y,
                            void *ws);
-void gg__conv2d_bwd_data_direct(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx, void *ws);
-void gg__conv2d_bwd_weight_direct(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw, void *ws);
+void gg__conv2d_bwd_data_direct(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx,
+                                void *ws);
+void gg__conv2d_bwd_weight_direct(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
+                                  void *ws);
 
 /* db += sum over n, ho, wo of dy (double accumulation, OpenMP over channels). */
 void gg__conv2d_bwd_bias(const gg_conv2d_shape *s, const float *dy, float *db);

@@ -44,8 +44,9 @@ static void assert_close(const float *got, const float *ref, int64_t n, double t
         double d = fabs((double)got[i] - (double)ref[i]);
         if (!(d <= worst)) worst = d, at = i;
     }
-    cr_assert(worst <= tol * scale, "%s: element %lld is %.8g, reference %.8g (max |ref| %.4g, tolerance %.2g)",
-              what, (long long)at, n ? (double)got[at] : 0.0, n ? (double)ref[at] : 0.0, scale, tol);
+    cr_assert(worst <= tol * scale,
+              "%s: element %lld is %.8g, reference %.8g (max |ref| %.4g, tolerance %.2g)", what,
+              (long long)at, n ? (double)got[at] : 0.0, n ? (double)ref[at] : 0.0, scale, tol);
 }
 
 static void assert_tensor_close(const gg_tensor *got, const gg_tensor *ref, double tol, const char *what) {
@@ -248,7 +249,8 @@ static gg_tensor *conv_fn(gg_tensor *const *in, void *ctx) {
     return gg_conv2d(in[0], in[1], in[2], &((conv_ctx *)ctx)->p);
 }
 
-static void run_gradcheck(gg_tensor *x, gg_tensor *w, gg_tensor *b, const gg_conv2d_params *p, const char *what) {
+static void run_gradcheck(gg_tensor *x, gg_tensor *w, gg_tensor *b, const gg_conv2d_params *p,
+                          const char *what) {
     conv_ctx ctx = {*p};
     gg_tensor *in[3] = {x, w, b};
     /* conv is linear in each input: central differences are exact up to rounding, so a large step only
@@ -304,8 +306,19 @@ typedef struct fast_case {
 } fast_case;
 
 static gg_conv2d_shape make_shape(const fast_case *f) {
-    gg_conv2d_shape s = {.N = f->N, .C = f->C, .H = f->H, .W = f->W, .K = f->K, .R = f->R, .S = f->S, .G = f->G,
-                         .str_h = f->sh, .str_w = f->sw, .pad_t = f->pt, .pad_l = f->pl, .dil_h = f->dh,
+    gg_conv2d_shape s = {.N = f->N,
+                         .C = f->C,
+                         .H = f->H,
+                         .W = f->W,
+                         .K = f->K,
+                         .R = f->R,
+                         .S = f->S,
+                         .G = f->G,
+                         .str_h = f->sh,
+                         .str_w = f->sw,
+                         .pad_t = f->pt,
+                         .pad_l = f->pl,
+                         .dil_h = f->dh,
                          .dil_w = f->dw};
     s.Ho = (f->H + f->pt + f->pb - f->dh * (f->R - 1) - 1) / f->sh + 1;
     s.Wo = (f->W + f->pl + f->pr - f->dw * (f->S - 1) - 1) / f->sw + 1;
@@ -326,7 +339,8 @@ static float *rand_buf(int64_t n, uint64_t seed) {
 static void check_fast(const fast_case *f, const char *name) {
     gg_conv2d_shape s = make_shape(f);
     cr_assert(s.Ho > 0 && s.Wo > 0, "%s: bad test shape", name);
-    const int64_t nx = s.N * s.C * s.H * s.W, nw = s.K * (s.C / s.G) * s.R * s.S, ny = s.N * s.K * s.Ho * s.Wo;
+    const int64_t nx = s.N * s.C * s.H * s.W, nw = s.K * (s.C / s.G) * s.R * s.S,
+                  ny = s.N * s.K * s.Ho * s.Wo;
     float *x = rand_buf(nx, 1), *w = rand_buf(nw, 2), *b = rand_buf(s.K, 3), *dy = rand_buf(ny, 4);
     float *y_ref = malloc(ny * sizeof(float)), *y = malloc(ny * sizeof(float));
     float *dx_ref = rand_buf(nx, 5), *dx = rand_buf(nx, 5), *dw_ref = rand_buf(nw, 6), *dw = rand_buf(nw, 6);
@@ -393,21 +407,21 @@ static void check_fast(const fast_case *f, const char *name) {
 Test(conv_fast, fixed_shapes) {
     /* N C H W K R S G sh sw pt pb pl pr dh dw */
     const fast_case cases[] = {
-        {3, 24, 13, 11, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},   /* dense 3x3 pad 1, odd sizes */
-        {2, 20, 15, 9, 28, 3, 3, 1, 2, 2, 1, 1, 1, 1, 1, 1},    /* stride 2 */
-        {2, 12, 14, 13, 12, 3, 3, 2, 1, 1, 2, 2, 2, 2, 2, 2},   /* groups 2, dilation 2 */
-        {3, 20, 9, 11, 36, 5, 5, 4, 1, 2, 2, 1, 0, 3, 1, 1},    /* groups 4, 5x5, asymmetric */
-        {2, 24, 10, 7, 40, 1, 1, 8, 1, 1, 0, 0, 0, 0, 1, 1},    /* pointwise, groups 8 */
-        {1, 18, 17, 19, 30, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1},   /* pointwise, batch 1 */
-        {1, 10, 9, 12, 6, 1, 1, 2, 2, 2, 0, 0, 0, 0, 1, 1},     /* strided 1x1 */
-        {2, 13, 12, 9, 13, 3, 3, 13, 1, 1, 1, 1, 1, 1, 1, 1},   /* depthwise */
-        {3, 7, 11, 10, 21, 5, 5, 7, 2, 2, 2, 2, 2, 2, 1, 1},    /* depthwise, multiplier 3, stride 2 */
-        {2, 6, 16, 16, 6, 3, 3, 6, 1, 1, 2, 2, 2, 2, 2, 2},     /* depthwise, dilation 2 */
-        {2, 3, 12, 13, 8, 7, 5, 1, 3, 2, 3, 2, 1, 4, 1, 2},     /* rectangular everything */
-        {1, 30, 8, 8, 62, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1},     /* batch 1, 8x8 */
-        {2, 5, 4, 3, 7, 3, 3, 1, 1, 1, 0, 0, 0, 0, 1, 1},       /* output 2x1 */
-        {5, 4, 14, 14, 4, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1},     /* direct dw stacks 4 samples: short last chunk */
-        {5, 4, 20, 20, 6, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1},     /* same without junk rows (1x1): 3+2 */
+        {3, 24, 13, 11, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1}, /* dense 3x3 pad 1, odd sizes */
+        {2, 20, 15, 9, 28, 3, 3, 1, 2, 2, 1, 1, 1, 1, 1, 1},  /* stride 2 */
+        {2, 12, 14, 13, 12, 3, 3, 2, 1, 1, 2, 2, 2, 2, 2, 2}, /* groups 2, dilation 2 */
+        {3, 20, 9, 11, 36, 5, 5, 4, 1, 2, 2, 1, 0, 3, 1, 1},  /* groups 4, 5x5, asymmetric */
+        {2, 24, 10, 7, 40, 1, 1, 8, 1, 1, 0, 0, 0, 0, 1, 1},  /* pointwise, groups 8 */
+        {1, 18, 17, 19, 30, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1}, /* pointwise, batch 1 */
+        {1, 10, 9, 12, 6, 1, 1, 2, 2, 2, 0, 0, 0, 0, 1, 1},   /* strided 1x1 */
+        {2, 13, 12, 9, 13, 3, 3, 13, 1, 1, 1, 1, 1, 1, 1, 1}, /* depthwise */
+        {3, 7, 11, 10, 21, 5, 5, 7, 2, 2, 2, 2, 2, 2, 1, 1},  /* depthwise, multiplier 3, stride 2 */
+        {2, 6, 16, 16, 6, 3, 3, 6, 1, 1, 2, 2, 2, 2, 2, 2},   /* depthwise, dilation 2 */
+        {2, 3, 12, 13, 8, 7, 5, 1, 3, 2, 3, 2, 1, 4, 1, 2},   /* rectangular everything */
+        {1, 30, 8, 8, 62, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1},   /* batch 1, 8x8 */
+        {2, 5, 4, 3, 7, 3, 3, 1, 1, 1, 0, 0, 0, 0, 1, 1},     /* output 2x1 */
+        {5, 4, 14, 14, 4, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1}, /* direct dw stacks 4 samples: short last chunk */
+        {5, 4, 20, 20, 6, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1}, /* same without junk rows (1x1): 3+2 */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char name[32];
@@ -453,7 +467,8 @@ Test(conv_fast, op_dispatch_matches_reference, .fini = teardown) {
      * (C 16 K 32), GEMM everywhere for dense 1x1 */
     const struct {
         int64_t C, K, G, R;
-    } cfg[] = {{12, 18, 1, 3}, {12, 18, 3, 3}, {10, 10, 10, 3}, {8, 16, 8, 3}, {16, 32, 1, 3}, {32, 24, 1, 1}};
+    } cfg[] = {{12, 18, 1, 3}, {12, 18, 3, 3}, {10, 10, 10, 3},
+               {8, 16, 8, 3},  {16, 32, 1, 3}, {32, 24, 1, 1}};
     for (size_t i = 0; i < sizeof cfg / sizeof *cfg; i++) {
         gg_tensor *x = leaf(RAND(31, 3, cfg[i].C, 9, 11));
         gg_tensor *w = leaf(RAND(32, cfg[i].K, cfg[i].C / cfg[i].G, cfg[i].R, cfg[i].R));
@@ -563,16 +578,20 @@ Test(conv_errors, shapes, .init = one_thread, .fini = teardown) {
     expect_error(x, w, NULL, NULL, GG_ERR_SHAPE,
                  "input has 30 channels, weight expects 32 (x [8,30,32,32], w [64,32,3,3])");
     gg_tensor *x3 = RAND(3, 30, 32, 32), *b = RAND(4, 63), *b2 = RAND(5, 1, 64), *w3 = RAND(6, 64, 32, 3);
-    expect_error(x3, w, NULL, NULL, GG_ERR_SHAPE, "input must be 4-D [N,C,H,W] (x [30,32,32], w [64,32,3,3])");
+    expect_error(x3, w, NULL, NULL, GG_ERR_SHAPE,
+                 "input must be 4-D [N,C,H,W] (x [30,32,32], w [64,32,3,3])");
     gg_tensor *xg = RAND(7, 2, 64, 8, 8);
     expect_error(xg, w3, NULL, NULL, GG_ERR_SHAPE, "weight must be 4-D");
     gg_conv2d_params p = gg_conv2d_make(1, 0, 1, 2);
-    expect_error(xg, w, b, &p, GG_ERR_SHAPE, "bias must be [64], one value per output channel (x [2,64,8,8], w [64,32,3,3], bias [63])");
+    expect_error(xg, w, b, &p, GG_ERR_SHAPE,
+                 "bias must be [64], one value per output channel (x [2,64,8,8], w [64,32,3,3], bias [63])");
     expect_error(xg, w, b2, &p, GG_ERR_SHAPE, "bias [1,64]");
     p = gg_conv2d_make(1, 0, 1, 4);
-    expect_error(xg, w, NULL, &p, GG_ERR_SHAPE, "input has 64 channels, weight expects 128 (32 per group x 4 groups)");
+    expect_error(xg, w, NULL, &p, GG_ERR_SHAPE,
+                 "input has 64 channels, weight expects 128 (32 per group x 4 groups)");
     gg_tensor *w5 = RAND(8, 10, 16, 3, 3);
-    expect_error(xg, w5, NULL, &p, GG_ERR_SHAPE, "weight has 10 output channels, not divisible by 4 groups (x [2,64,8,8], w [10,16,3,3])");
+    expect_error(xg, w5, NULL, &p, GG_ERR_SHAPE,
+                 "weight has 10 output channels, not divisible by 4 groups (x [2,64,8,8], w [10,16,3,3])");
     gg_tensor *wbig = RAND(9, 64, 32, 9, 3);
     p = gg_conv2d_make(1, 0, 1, 2);
     expect_error(xg, wbig, NULL, &p, GG_ERR_SHAPE, "output would be empty");
@@ -595,7 +614,8 @@ Test(conv_errors, params, .init = one_thread, .fini = teardown) {
     expect_error(x, w, NULL, &p, GG_ERR_ARG, "dilation must be positive");
     p = gg_conv2d_make(1, 0, 1, 2);
     p.pad[3] = -1;
-    expect_error(x, w, NULL, &p, GG_ERR_ARG, "padding must be non-negative, got (top 0, bottom 0, left 0, right -1)");
+    expect_error(x, w, NULL, &p, GG_ERR_ARG,
+                 "padding must be non-negative, got (top 0, bottom 0, left 0, right -1)");
     p = gg_conv2d_make(2, 0, 1, 2);
     p.pad_same = true;
     expect_error(x, w, NULL, &p, GG_ERR_ARG, "padding 'same' needs stride 1, got (2, 2)");
