@@ -13,24 +13,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "gg_backend.h"
 #include "groupgrad.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : (x > y ? 1 : 0);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static bool json;
 static int threads;
@@ -73,21 +58,21 @@ static void tape_chain(const char *name, chain_op step, int ndim, int n_ops, int
     CHECK(fwd && bwd && rst && all);
     for (int r = -1; r < repeats; r++) { /* r == -1: warm-up (tape arrays, allocator) */
         gg_zero_grad(x);
-        double t0 = now_s();
+        double t0 = bench_now_s();
         gg_tensor *y = x;
         for (int i = 0; i < n_ops; i++) y = step(y, c, i);
-        double t1 = now_s();
+        double t1 = bench_now_s();
         CHECK(y && gg_backward(y) == GG_OK);
-        double t2 = now_s();
+        double t2 = bench_now_s();
         gg_tape_reset(NULL);
-        double t3 = now_s();
+        double t3 = bench_now_s();
         if (r < 0) continue;
         fwd[r] = t1 - t0, bwd[r] = t2 - t1, rst[r] = t3 - t2, all[r] = t3 - t0;
     }
     float g = 0;
     CHECK(gg_tensor_item(x->grad, &g) == GG_OK && g == 1.0f); /* d chain / dx = 1 */
-    double us = 1e6 / n_ops, f = median(fwd, repeats) * us, b = median(bwd, repeats) * us;
-    double s = median(rst, repeats) * us, a = median(all, repeats) * us;
+    double us = 1e6 / n_ops, f = bench_median(fwd, repeats) * us, b = bench_median(bwd, repeats) * us;
+    double s = bench_median(rst, repeats) * us, a = bench_median(all, repeats) * us;
     /* the medians of the parts need not add up to the median of the whole; report the fwd+bwd sum */
     if (json)
         printf("{\"name\":\"%s\",\"threads\":%d,\"ops\":%d,\"repeats\":%d,\"us_per_op\":%.4f,"
@@ -126,12 +111,6 @@ static void report_mm(const char *name, int64_t n, double flops, double t, doubl
     else printf("%-26s %4lld^3  %9.3f ms  %7.2f GFLOP/s\n", name, (long long)n, t * 1e3, gf);
 }
 
-static double minimum(const double *v, int n) {
-    double m = v[0];
-    for (int i = 1; i < n; i++) m = v[i] < m ? v[i] : m;
-    return m;
-}
-
 static void matmul_vs_blis(int64_t n, int repeats) {
     gg_rng rng;
     gg_rng_init(&rng, 42);
@@ -150,33 +129,34 @@ static void matmul_vs_blis(int64_t n, int repeats) {
     /* Interleave the four measurements so that a change of machine load hits them alike. */
     for (int r = -1; r < repeats; r++) {
         /* BLIS alone: C = A B; then the two backward products dA += G B^T, dB += A^T G */
-        double s0 = now_s();
+        double s0 = bench_now_s();
         gg__sgemm(false, false, n, n, n, 1.0f, A, n, 1, B, n, 1, 0.0f, C, n, 1);
-        double s1 = now_s();
+        double s1 = bench_now_s();
         gg__sgemm(false, true, n, n, n, 1.0f, G, n, 1, B, n, 1, 1.0f, dA, n, 1);
         gg__sgemm(true, false, n, n, n, 1.0f, A, n, 1, G, n, 1, 1.0f, dB, n, 1);
-        double s2 = now_s();
+        double s2 = bench_now_s();
         /* through the tape: forward (recording), then forward + backward */
         gg_tensor *y = gg_matmul(a, b);
-        double s3 = now_s();
+        double s3 = bench_now_s();
         CHECK(y);
         gg_tape_reset(NULL);
-        double s4 = now_s();
+        double s4 = bench_now_s();
         y = gg_matmul(a, b);
         CHECK(y && gg_backward_ex(y, seed, false) == GG_OK);
-        double s5 = now_s();
+        double s5 = bench_now_s();
         gg_tape_reset(NULL);
         if (r < 0) continue;
         t1[r] = s1 - s0, t3[r] = (s1 - s0) + (s2 - s1), tf[r] = s3 - s2, tfb[r] = s5 - s4;
     }
     double fl = 2.0 * (double)n * (double)n * (double)n;
-    double m1 = minimum(t1, repeats), m3 = minimum(t3, repeats), mf = minimum(tf, repeats);
-    double mfb = minimum(tfb, repeats);
-    double b1 = median(t1, repeats), b3 = median(t3, repeats); /* median() sorts: minima taken first */
+    double m1 = bench_minimum(t1, repeats), m3 = bench_minimum(t3, repeats), mf = bench_minimum(tf, repeats);
+    double mfb = bench_minimum(tfb, repeats);
+    double b1 = bench_median(t1, repeats),
+           b3 = bench_median(t3, repeats); /* bench_median() sorts: minima taken first */
     report_mm("sgemm_blis", n, fl, b1, m1, 0, 0);
     report_mm("sgemm_blis_fwd_bwd", n, 3 * fl, b3, m3, 0, 0);
-    report_mm("matmul_tape_fwd", n, fl, median(tf, repeats), mf, b1, m1);
-    report_mm("matmul_tape_fwd_bwd", n, 3 * fl, median(tfb, repeats), mfb, b3, m3);
+    report_mm("matmul_tape_fwd", n, fl, bench_median(tf, repeats), mf, b1, m1);
+    report_mm("matmul_tape_fwd_bwd", n, 3 * fl, bench_median(tfb, repeats), mfb, b3, m3);
     gg_tensor *r[] = {a, b, c, da, db, seed};
     for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) gg_tensor_free(r[i]);
     free(t1);
