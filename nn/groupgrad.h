@@ -13,5 +13,6 @@
 #include "gg_autograd.h"
 #include "gg_ops.h"
 #include "gg_conv.h"
+#include "gg_dgconv.h"
 
 #endif
