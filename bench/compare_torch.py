@@ -24,7 +24,8 @@ fastest: the backward hands its fresh buffer to .grad); --torch-grad zero keeps 
 (as groupgrad does, and as optimizer.zero_grad() does in 1.13: the backward then adds into them).
 Two warm-up repeats, then enough repeats for >= --min-time seconds (at least 5); median.
 With --runs K > 1, ours and torch alternate K times per thread count (so a change of machine load hits
-both) and each figure is the median of the K per-run medians.
+both) and each time is the median of the K per-run medians (GFLOP/s and % of peak follow from it and the
+median of the K peak measurements).
 Needs PyTorch (Debian: python3-torch); without it, prints a message and exits 0.
 """
 import argparse
@@ -198,9 +199,9 @@ def main():
                 row["pass"] = p
                 if ours:
                     o_ms = statistics.median(o["ms"] for o in ours)
+                    peak = statistics.median(o["peak_gflops"] for o in ours)
                     row.update(ours_ms=o_ms, ratio=t_ms / o_ms, gflops=flops / o_ms * 1e-6,
-                               peak_pct=statistics.median(o["peak_pct"] for o in ours),
-                               peak_gflops=statistics.median(o["peak_gflops"] for o in ours),
+                               peak_pct=100.0 * flops / o_ms * 1e-6 / peak, peak_gflops=peak,
                                peak1_gflops=statistics.median(o["peak1_gflops"] for o in ours))
                 rows.append(row)
 
