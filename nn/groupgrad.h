@@ -14,5 +14,6 @@
 #include "gg_ops.h"
 #include "gg_conv.h"
 #include "gg_dgconv.h"
+#include "gg_data.h"
 
 #endif
