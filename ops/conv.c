@@ -6,15 +6,18 @@
  * w[k,c,r,t] dw[k,c,r,t] = sum_{n,ho,wo} dy[n,k,ho,wo] * x[n, g*C/G + c, ho*sh - pt + r*dh, wo*sw - pl +
  * t*dw] db[k] = sum_{n,ho,wo} dy[n,k,ho,wo] x [N,C,H,W], w [K,C/G,R,S], b [K], y [N,K,Ho,Wo]; g = k / (K/G).
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "gg_alloc.h"
 #include "gg_conv.h"
 #include "gg_conv_kernels.h"
 #include "gg_internal.h"
 #include "gg_node.h"
+#include "gg_runtime.h"
 
 #define FN "gg_conv2d"
 
@@ -39,37 +42,51 @@ gg_conv2d_params gg_conv2d_make(int stride, int pad, int dilation, int groups) {
     return p;
 }
 
-/* ---- plan: which kernel, and how many samples per GEMM, for one geometry ---- */
+/* ---- plan: which kernel for each pass, per geometry and thread count ----
+ *
+ * Like cuDNN's benchmark mode: the first time a geometry is seen with a given thread count, each pass is
+ * timed on the real buffers with every kernel that applies (the GEMM, the direct kernel, the libxsmm
+ * batch-reduce kernel), twice for the ones that stay within 1.5x of the best first run, and the fastest
+ * (minimum time) becomes that pass's kernel for good. The forward is chosen on the first forward, each
+ * gradient pass on the first backward that needs it. Every kernel computes the same sums (within float
+ * rounding), and once chosen the kernel of a (geometry, thread count) never changes in the process, so
+ * repeated runs give identical results. Plans are global (shared by all threads) and never evicted below
+ * PLAN_SLOTS geometries; past that the oldest plan is replaced.
+ * Convolutions below TUNE_MIN_MACS multiply-adds are not timed (the timing would cost more than it can
+ * win, and single runs are noise): they follow static rules measured on this machine (static_algo).
+ * gg__conv2d_set_tuning(false) applies the static rules everywhere. */
 
 typedef struct conv_plan {
     gg_conv2d_shape key;
-    gg_conv_algo algo[3]; /* forward, data gradient, weight gradient; never AUTO */
+    int threads;
+    gg_conv_algo algo[3]; /* forward, data gradient, weight gradient; AUTO until chosen */
     int64_t nb;           /* samples per GEMM chunk */
-    bool used;
 } conv_plan;
 
 enum { PASS_FWD, PASS_DATA, PASS_WEIGHT };
 
-#define PLAN_SLOTS 32
-static _Thread_local conv_plan plan_cache[PLAN_SLOTS];
-static _Thread_local unsigned plan_next;
+#define PLAN_SLOTS 256
+#define TUNE_MIN_MACS 4e6
+static conv_plan plans[PLAN_SLOTS];
+static int n_plans;
+static unsigned plan_next;
+static pthread_mutex_t plan_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int forced_algo = GG_CONV_ALGO_AUTO;
+static atomic_bool tuning = true;
 
 gg_conv_algo gg__conv2d_force_algo(gg_conv_algo algo) {
     if ((int)algo < 0 || algo >= GG_CONV_ALGO_COUNT) algo = GG_CONV_ALGO_AUTO;
     return (gg_conv_algo)atomic_exchange(&forced_algo, (int)algo);
 }
 
-/* Samples per GEMM: enough that each group's GEMM does ~4 MFLOP (BLIS costs ~1 us per call, so tiny
- * per-sample per-group GEMMs would be all overhead), but at most ~4 MiB of im2col columns; then spread
- * evenly over the chunks. */
+bool gg__conv2d_set_tuning(bool on) { return atomic_exchange(&tuning, on); }
+
+/* Samples per GEMM: as many as keep the im2col columns of one group within 8 MiB (they stay in L3 and
+ * each group's GEMM gets N*Ho*Wo-sized panels, where BLIS is efficient), spread evenly over the chunks. */
 int64_t gg__conv2d_gemm_batch(const gg_conv2d_shape *s) {
-    const int64_t CRS = s->C / s->G * s->R * s->S, Kg = s->K / s->G, P = s->Ho * s->Wo;
-    const double flops_per_sample = 2.0 * (double)Kg * (double)CRS * (double)P;
-    const double target_flops = 4e6, max_col_bytes = 4.0 * 1024 * 1024;
-    int64_t nb = flops_per_sample > 0 ? (int64_t)(target_flops / flops_per_sample + 1.0) : 1;
-    int64_t cap = (int64_t)(max_col_bytes / (4.0 * (double)(CRS * P > 0 ? CRS * P : 1)));
-    if (nb > cap) nb = cap;
+    const int64_t CRS = s->C / s->G * s->R * s->S, P = s->Ho * s->Wo;
+    const double max_col_bytes = 8.0 * 1024 * 1024;
+    int64_t nb = (int64_t)(max_col_bytes / (4.0 * (double)(CRS * P > 0 ? CRS * P : 1)));
     if (nb > s->N) nb = s->N;
     if (nb < 1) nb = 1;
     int64_t chunks = (s->N + nb - 1) / nb;
@@ -78,46 +95,197 @@ int64_t gg__conv2d_gemm_batch(const gg_conv2d_shape *s) {
     return nb < 1 ? 1 : nb;
 }
 
-/* Rules from interleaved timings of both kernels (bench shapes: ResNet-style layers 7x7 .. 56x56, dense,
- * groups 4 and 8, depthwise, 1x1, stride 2; one thread):
+static bool algo_applies(const gg_conv2d_shape *s, int pass, gg_conv_algo a) {
+    switch (a) {
+    case GG_CONV_ALGO_REF:
+    case GG_CONV_ALGO_GEMM:
+        return true;
+    case GG_CONV_ALGO_DIRECT:
+        return gg__conv2d_direct_supports(s);
+    case GG_CONV_ALGO_XSMM:
+        return gg__conv2d_xsmm_supports(s, pass == PASS_DATA);
+    default:
+        return false;
+    }
+}
+
+static double conv_macs(const gg_conv2d_shape *s) {
+    return (double)s->N * (double)s->K * (double)(s->C / s->G * s->R * s->S) * (double)(s->Ho * s->Wo);
+}
+
+/* Rules without libxsmm, from interleaved timings of the direct and GEMM kernels (ResNet-style layers
+ * 7x7 .. 56x56, dense, groups 4 and 8, depthwise, 1x1, stride 2; one thread):
  *  - forward and data gradient: the direct kernel wins for 3x3-like kernels at every group size (by
  *    1.2-1.6x dense and 10-30x depthwise, where the GEMMs degenerate), as long as one group's input planes
  *    stay in L2; im2col + GEMM wins for 1x1 convolutions with many channels (no im2col needed there).
  *  - weight gradient: the direct kernel's dot products lose to the GEMM once the per-group GEMM is big
  *    (K/G >= 24 rows, C/G*R*S >= 64 columns), and win below.
- *  - tiny convolutions (< 32k MACs) skip the workspaces and BLIS calls: the reference loops. */
-static conv_plan choose(const gg_conv2d_shape *s) {
-    conv_plan p = {.key = *s, .nb = 1, .used = true};
+ *  - tiny convolutions (< 32k MACs) skip the workspaces and BLIS calls: the reference loops.
+ * With libxsmm, its batch-reduce kernel beats both wherever it applies (C/G and K/G multiples of 16). */
+static gg_conv_algo fallback_algo(const gg_conv2d_shape *s, int pass) {
     const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S;
-    const double macs = (double)s->N * (double)s->K * (double)(Cg * RS) * (double)(s->Ho * s->Wo);
     /* zero-bordered input planes of one group, which the direct kernel keeps hot */
     const double group_bytes =
         4.0 * (double)Cg * (double)(s->Ho + (s->R - 1) * s->dil_h) * (double)(s->Wo + (s->S - 1) * s->dil_w);
-    const bool supports = gg__conv2d_direct_supports(s);
-    const bool direct = supports && ((group_bytes <= 1024.0 * 1024.0 && !(RS == 1 && Cg >= 16)) || Cg == 1);
-    const gg_conv_algo other = macs < 32768 ? GG_CONV_ALGO_REF : GG_CONV_ALGO_GEMM;
-    p.algo[PASS_FWD] = p.algo[PASS_DATA] = direct ? GG_CONV_ALGO_DIRECT : other;
-    p.algo[PASS_WEIGHT] = direct && !(Kg >= 24 && Cg * RS >= 64) ? GG_CONV_ALGO_DIRECT : other;
+    const bool direct = gg__conv2d_direct_supports(s) &&
+                        ((group_bytes <= 1024.0 * 1024.0 && !(RS == 1 && Cg >= 16)) || Cg == 1);
+    const gg_conv_algo other = conv_macs(s) < 32768 ? GG_CONV_ALGO_REF : GG_CONV_ALGO_GEMM;
+    if (pass == PASS_WEIGHT) return direct && !(Kg >= 24 && Cg * RS >= 64) ? GG_CONV_ALGO_DIRECT : other;
+    return direct ? GG_CONV_ALGO_DIRECT : other;
+}
+
+static gg_conv_algo static_algo(const gg_conv2d_shape *s, int pass) {
+    if (conv_macs(s) >= 32768 && algo_applies(s, pass, GG_CONV_ALGO_XSMM)) return GG_CONV_ALGO_XSMM;
+    return fallback_algo(s, pass);
+}
+
+/* The plan of s for this thread count (a copy), creating it if needed; its passes may still be AUTO. */
+static conv_plan get_plan(const gg_conv2d_shape *s) {
+    const int threads = gg_get_num_threads();
+    conv_plan p = {.key = *s, .threads = threads, .nb = 0};
+    pthread_mutex_lock(&plan_lock);
+    for (int i = 0; i < n_plans; i++)
+        if (plans[i].threads == threads && memcmp(&plans[i].key, s, sizeof *s) == 0) {
+            p = plans[i];
+            break;
+        }
+    pthread_mutex_unlock(&plan_lock);
+    if (!p.nb) p.nb = gg__conv2d_gemm_batch(s); /* AUTO == 0 in algo[] */
     return p;
 }
 
-static conv_plan get_plan(const gg_conv2d_shape *s) {
-    conv_plan p = {.used = false};
-    for (int i = 0; i < PLAN_SLOTS; i++)
-        if (plan_cache[i].used && memcmp(&plan_cache[i].key, s, sizeof *s) == 0) {
-            p = plan_cache[i];
-            break;
-        }
-    if (!p.used) {
-        p = choose(s);
-        p.nb = gg__conv2d_gemm_batch(s);
-        plan_cache[plan_next++ % PLAN_SLOTS] = p;
+/* Record the choice for one pass (keeping a choice another thread made meanwhile); returns it. */
+static gg_conv_algo set_plan(const conv_plan *p, int pass, gg_conv_algo a) {
+    pthread_mutex_lock(&plan_lock);
+    int at = -1;
+    for (int i = 0; i < n_plans && at < 0; i++)
+        if (plans[i].threads == p->threads && memcmp(&plans[i].key, &p->key, sizeof p->key) == 0) at = i;
+    if (at < 0) {
+        at = n_plans < PLAN_SLOTS ? n_plans++ : (int)(plan_next++ % PLAN_SLOTS);
+        plans[at] = *p;
+        plans[at].algo[0] = plans[at].algo[1] = plans[at].algo[2] = GG_CONV_ALGO_AUTO;
     }
+    if (plans[at].algo[pass] == GG_CONV_ALGO_AUTO) plans[at].algo[pass] = a;
+    a = plans[at].algo[pass];
+    pthread_mutex_unlock(&plan_lock);
+    return a;
+}
+
+gg_conv_algo gg__conv2d_planned_algo(const gg_conv2d_shape *s, int pass) {
+    if (pass < 0 || pass > 2) return GG_CONV_ALGO_AUTO;
+    return get_plan(s).algo[pass];
+}
+
+/* The forced algorithm for a pass if one is set and applies, else AUTO. */
+static gg_conv_algo forced(const gg_conv2d_shape *s, int pass) {
     gg_conv_algo f = (gg_conv_algo)atomic_load(&forced_algo);
-    if (f == GG_CONV_ALGO_REF || f == GG_CONV_ALGO_GEMM ||
-        (f == GG_CONV_ALGO_DIRECT && gg__conv2d_direct_supports(s)))
-        p.algo[PASS_FWD] = p.algo[PASS_DATA] = p.algo[PASS_WEIGHT] = f;
-    return p;
+    return f != GG_CONV_ALGO_AUTO && algo_applies(s, pass, f) ? f : GG_CONV_ALGO_AUTO;
+}
+
+/* ---- running one pass with one kernel ---- */
+
+typedef struct pass_args {
+    const gg_conv2d_shape *s;
+    int64_t nb;
+    const float *x, *w, *b, *dy;
+} pass_args;
+
+#define NOT_AVAILABLE 1 /* libxsmm has no kernel for this shape */
+
+/* out: y (forward, overwritten), dx or dw (gradients, added into). GG_OK, NOT_AVAILABLE or an error. */
+static int run_pass(const pass_args *a, int pass, gg_conv_algo algo, float *out) {
+    const gg_conv2d_shape *s = a->s;
+    if (algo == GG_CONV_ALGO_REF) {
+        if (pass == PASS_FWD) gg__conv2d_fwd_ref(s, a->x, a->w, a->b, out);
+        else if (pass == PASS_DATA) gg__conv2d_bwd_data_ref(s, a->dy, a->w, out);
+        else gg__conv2d_bwd_weight_ref(s, a->x, a->dy, out);
+        return GG_OK;
+    }
+    const size_t bytes = algo == GG_CONV_ALGO_GEMM     ? gg__conv2d_gemm_workspace(s, a->nb)
+                         : algo == GG_CONV_ALGO_DIRECT ? gg__conv2d_direct_workspace(s)
+                                                       : gg__conv2d_xsmm_workspace(s);
+    void *ws = gg_alloc(bytes);
+    if (!ws)
+        return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace (%zu bytes)", bytes);
+    bool ok = true;
+    if (algo == GG_CONV_ALGO_GEMM) {
+        if (pass == PASS_FWD) gg__conv2d_fwd_gemm(s, a->nb, a->x, a->w, a->b, out, ws);
+        else
+            gg__conv2d_bwd_gemm(s, a->nb, a->x, a->w, a->dy, pass == PASS_DATA ? out : NULL,
+                                pass == PASS_WEIGHT ? out : NULL, ws);
+    } else if (algo == GG_CONV_ALGO_DIRECT) {
+        if (pass == PASS_FWD) gg__conv2d_fwd_direct(s, a->x, a->w, a->b, out, ws);
+        else if (pass == PASS_DATA) gg__conv2d_bwd_data_direct(s, a->dy, a->w, out, ws);
+        else gg__conv2d_bwd_weight_direct(s, a->x, a->dy, out, ws);
+    } else {
+        if (pass == PASS_FWD) ok = gg__conv2d_fwd_xsmm(s, a->x, a->w, a->b, out, ws);
+        else if (pass == PASS_DATA) ok = gg__conv2d_bwd_data_xsmm(s, a->dy, a->w, out, ws);
+        else ok = gg__conv2d_bwd_weight_xsmm(s, a->x, a->dy, out, ws);
+    }
+    gg_free(ws);
+    return ok ? GG_OK : NOT_AVAILABLE;
+}
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Time every applicable kernel for one pass, writing into out (a scratch buffer, or y for the forward).
+ * Returns the fastest, or AUTO with an error status in *st. */
+static gg_conv_algo tune_pass(const pass_args *a, int pass, float *out, int *st) {
+    static const gg_conv_algo cand[] = {GG_CONV_ALGO_XSMM, GG_CONV_ALGO_DIRECT, GG_CONV_ALGO_GEMM};
+    enum { NC = sizeof cand / sizeof *cand };
+    double best[NC];
+    double best_all = 1e300;
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < NC; i++) {
+            if (round == 0) best[i] = -1.0;
+            if (!algo_applies(a->s, pass, cand[i]) ||
+                (round == 1 && !(best[i] >= 0 && best[i] <= 1.5 * best_all)))
+                continue;
+            const double t0 = now_seconds();
+            const int r = run_pass(a, pass, cand[i], out);
+            const double t = now_seconds() - t0;
+            if (r < 0) {
+                *st = r;
+                return GG_CONV_ALGO_AUTO;
+            }
+            if (r == NOT_AVAILABLE) continue;
+            if (best[i] < 0 || t < best[i]) best[i] = t;
+            if (t < best_all) best_all = t;
+        }
+    int pick = -1;
+    for (int i = 0; i < NC; i++)
+        if (best[i] >= 0 && (pick < 0 || best[i] < best[pick])) pick = i;
+    return pick < 0 ? fallback_algo(a->s, pass) : cand[pick];
+}
+
+/* The kernel for one pass: forced, planned, or chosen now (timing into `scratch`, which may be
+ * overwritten; NULL: allocate one of `scratch_floats`). */
+static gg_conv_algo pick_algo(const conv_plan *p, const pass_args *a, int pass, float *scratch,
+                              int64_t scratch_floats, int *st) {
+    gg_conv_algo f = forced(a->s, pass);
+    if (f != GG_CONV_ALGO_AUTO) return f;
+    if (p->algo[pass] != GG_CONV_ALGO_AUTO) return p->algo[pass];
+    if (!atomic_load(&tuning) || conv_macs(a->s) < TUNE_MIN_MACS)
+        return set_plan(p, pass, static_algo(a->s, pass));
+    float *buf = scratch ? scratch : gg_alloc_zeroed((size_t)scratch_floats * sizeof(float));
+    if (!buf) {
+        *st = gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the kernel-timing buffer");
+        return GG_CONV_ALGO_AUTO;
+    }
+    gg_conv_algo c = tune_pass(a, pass, buf, st);
+    if (!scratch) gg_free(buf);
+    return c == GG_CONV_ALGO_AUTO ? c : set_plan(p, pass, c);
+}
+
+/* Run a pass with its kernel; libxsmm without a kernel falls back to the rules without it. */
+static int run_with(const pass_args *a, int pass, gg_conv_algo algo, float *out) {
+    int r = run_pass(a, pass, algo, out);
+    if (r == NOT_AVAILABLE) r = run_pass(a, pass, fallback_algo(a->s, pass), out);
+    return r;
 }
 
 /* ---- argument checks ---- */
@@ -214,18 +382,11 @@ static int check_args(const gg_tensor *x, const gg_tensor *w, const gg_tensor *b
 static int forward(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y) {
     if (s->N == 0 || s->K == 0) return GG_OK;
     const conv_plan p = get_plan(s);
-    const gg_conv_algo a = p.algo[PASS_FWD];
-    if (a == GG_CONV_ALGO_REF) {
-        gg__conv2d_fwd_ref(s, x, w, b, y);
-        return GG_OK;
-    }
-    void *ws = gg_alloc(a == GG_CONV_ALGO_GEMM ? gg__conv2d_gemm_workspace(s, p.nb)
-                                               : gg__conv2d_direct_workspace(s));
-    if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace");
-    if (a == GG_CONV_ALGO_GEMM) gg__conv2d_fwd_gemm(s, p.nb, x, w, b, y, ws);
-    else gg__conv2d_fwd_direct(s, x, w, b, y, ws);
-    gg_free(ws);
-    return GG_OK;
+    const pass_args a = {.s = s, .nb = p.nb, .x = x, .w = w, .b = b};
+    int st = GG_OK;
+    /* timing writes y itself; the chosen kernel then runs last */
+    const gg_conv_algo algo = pick_algo(&p, &a, PASS_FWD, y, 0, &st);
+    return st ? st : run_with(&a, PASS_FWD, algo, y);
 }
 
 /* ip[] holds the geometry, then the saved-slot index of x and of w (-1: not saved). */
@@ -253,25 +414,24 @@ static int conv2d_backward(gg_node *node, const gg_tensor *gout) {
     if (gb) gg__conv2d_bwd_bias(&s, dy, gg_tensor_data(gb));
     if (!dx && !dw) return GG_OK;
     const conv_plan p = get_plan(&s);
-    const gg_conv_algo ad = dx ? p.algo[PASS_DATA] : GG_CONV_ALGO_AUTO,
-                       aw = dw ? p.algo[PASS_WEIGHT] : GG_CONV_ALGO_AUTO;
-    if (ad == GG_CONV_ALGO_REF) gg__conv2d_bwd_data_ref(&s, dy, w, dx);
-    if (aw == GG_CONV_ALGO_REF) gg__conv2d_bwd_weight_ref(&s, x, dy, dw);
-    if (ad == GG_CONV_ALGO_GEMM || aw == GG_CONV_ALGO_GEMM) { /* one pass for both when both use it */
+    const pass_args a = {.s = &s, .nb = p.nb, .x = x, .w = w, .dy = dy};
+    int st = GG_OK;
+    const gg_conv_algo ad =
+        dx ? pick_algo(&p, &a, PASS_DATA, NULL, s.N * s.C * s.H * s.W, &st) : GG_CONV_ALGO_AUTO;
+    const gg_conv_algo aw = dw && !st
+                                ? pick_algo(&p, &a, PASS_WEIGHT, NULL, s.K * (s.C / s.G) * s.R * s.S, &st)
+                                : GG_CONV_ALGO_AUTO;
+    if (st) return st;
+    if (ad == GG_CONV_ALGO_GEMM && aw == GG_CONV_ALGO_GEMM) { /* one pass for both: im2col once */
         void *ws = gg_alloc(gg__conv2d_gemm_workspace(&s, p.nb));
         if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace");
-        gg__conv2d_bwd_gemm(&s, p.nb, x, w, dy, ad == GG_CONV_ALGO_GEMM ? dx : NULL,
-                            aw == GG_CONV_ALGO_GEMM ? dw : NULL, ws);
+        gg__conv2d_bwd_gemm(&s, p.nb, x, w, dy, dx, dw, ws);
         gg_free(ws);
+        return GG_OK;
     }
-    if (ad == GG_CONV_ALGO_DIRECT || aw == GG_CONV_ALGO_DIRECT) {
-        void *ws = gg_alloc(gg__conv2d_direct_workspace(&s));
-        if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace");
-        if (ad == GG_CONV_ALGO_DIRECT) gg__conv2d_bwd_data_direct(&s, dy, w, dx, ws);
-        if (aw == GG_CONV_ALGO_DIRECT) gg__conv2d_bwd_weight_direct(&s, x, dy, dw, ws);
-        gg_free(ws);
-    }
-    return GG_OK;
+    if (dx) st = run_with(&a, PASS_DATA, ad, dx);
+    if (dw && !st) st = run_with(&a, PASS_WEIGHT, aw, dw);
+    return st;
 }
 
 static const gg_op_def CONV2D_OP = {"conv2d", conv2d_backward};

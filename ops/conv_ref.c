@@ -4,6 +4,9 @@
  * direct kernel; BLIS (gg__sgemm) is always called outside them and threads itself. */
 #include <stdbool.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -785,6 +788,320 @@ void gg__conv2d_bwd_weight_direct(const gg_conv2d_shape *s, const float *x, cons
             }
         }
     }
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Batch-reduce GEMM direct convolution (libxsmm through tensor/xsmm_backend.c): no im2col buffer, for
+ * C/G and K/G multiples of 16. Channels go in blocks of bc input and bk output channels (64, 32 or 16:
+ * the largest that divides C/G, K/G). Each call reorders its inputs into padded blocked layouts whose zero
+ * borders stand for the padding, so that every tap is a constant offset:
+ *   xb  [N][C/bc][Hp][Wp][bc]   xb(n, cb, i, j, c)  = x[n, cb*bc + c, i - pt, j - pl]       (0 outside)
+ *   dyb [N][K/bk][Hq][Wq][bk]   dyb(n, kb, i, j, k) = dy[n, kb*bk + k, i - at, j - al]     (0 outside)
+ * with at = (R-1)*dh - pt and al = (S-1)*dw - pl, and the weights into GEMM operand blocks. The GEMMs are
+ * column-major (libxsmm's convention), one output row each, summed over a batch of small products:
+ *   forward  Y(n, kb, ho) [bk x Wo] = sum over the group's c blocks cb and taps (r, t) of
+ *            W(kb, cb, r, t) [bk x bc] @ xb(n, cb, ho*sh + r*dh, t*dw + sw*j) [bc x Wo, column j]
+ *   data     DX(n, cb, hi) [bc x W] = sum over the group's k blocks kb and taps (r, t) of
+ *            W(kb, cb, R-1-r, S-1-t)^T [bc x bk] @ dyb(n, kb, hi + r*dh, t*dw + j) [bk x W]   (stride 1)
+ *   weight   dW(kb, cb, r, t)^T [bc x bk] += sum over samples n and rows ho of
+ *            xb(n, cb, ho*sh + r*dh, t*dw + sw*j) [bc x Wo] @ dy(n, kb*bk + k, ho, j) [Wo x bk]
+ * (dy read in place: its rows are the columns of a Wo x bk matrix with leading dimension Ho*Wo). Output
+ * rows land in a per-thread buffer [Wo][bk] and are transposed into y / added into dx; the weight
+ * gradient blocks are transposed and added into dw at the end. Threads: forward tasks (kb, n), data
+ * tasks (cb, n), k-block outer so that one block's weights stay in cache; weight-gradient tasks are
+ * (kb, cb) pairs when they split evenly over the threads, otherwise each thread takes a contiguous share
+ * of the samples into private sums, added in thread order (deterministic for a fixed thread count). */
+
+typedef struct brg_geom {
+    int64_t bc, bk, Cgb, Kgb, Cb, Kb, RS, P;
+    int64_t Hp, Wp, xblock; /* xb: rows, columns, floats per (n, cb) */
+    int64_t Hq, Wq, at, al, dblock;
+    int64_t wsize;  /* floats of one copy of the weights */
+    int64_t nchunk; /* samples per weight-gradient batch */
+} brg_geom;
+
+static int64_t channel_block(int64_t c) { return c % 64 == 0 ? 64 : c % 32 == 0 ? 32 : 16; }
+
+static void brg_geometry(const gg_conv2d_shape *s, brg_geom *f) {
+    const int64_t Cg = s->C / s->G, Kg = s->K / s->G;
+    f->bc = channel_block(Cg), f->bk = channel_block(Kg);
+    f->Cgb = Cg / f->bc, f->Kgb = Kg / f->bk, f->Cb = s->C / f->bc, f->Kb = s->K / f->bk;
+    f->RS = s->R * s->S, f->P = s->Ho * s->Wo;
+    f->Hp = (s->Ho - 1) * s->str_h + (s->R - 1) * s->dil_h + 1;
+    f->Wp = (s->Wo - 1) * s->str_w + (s->S - 1) * s->dil_w + 1;
+    f->xblock = f->Hp * f->Wp * f->bc;
+    f->Hq = s->H + (s->R - 1) * s->dil_h, f->Wq = s->W + (s->S - 1) * s->dil_w;
+    f->at = (s->R - 1) * s->dil_h - s->pad_t, f->al = (s->S - 1) * s->dil_w - s->pad_l;
+    f->dblock = f->Hq * f->Wq * f->bk;
+    f->wsize = s->K * Cg * f->RS;
+    const int64_t per_sample = (f->xblock + f->bk * f->P) * (int64_t)sizeof(float);
+    f->nchunk = imax(1, imin(s->N, (256 * 1024) / imax(1, per_sample)));
+}
+
+bool gg__conv2d_xsmm_supports(const gg_conv2d_shape *s, bool data_pass) {
+    const int64_t Cg = s->C / s->G, Kg = s->K / s->G;
+    if (Cg % 16 || Kg % 16 || s->N < 1) return false;
+    if (data_pass && (s->str_h != 1 || s->str_w != 1)) return false;
+    return true;
+}
+
+/* Weight-gradient work split: pairs over the threads, or samples over private sums. */
+static int64_t brg_weight_parts(const gg_conv2d_shape *s, const brg_geom *f, int nt) {
+    const int64_t pairs = f->Kb * f->Cgb;
+    return (nt <= 1 || pairs % nt == 0 || s->N < nt) ? 1 : nt;
+}
+
+/* Regions of the workspace, in floats, each a multiple of 16 (64 bytes). */
+static int64_t r16(int64_t n) { return round_up(n, 16); }
+
+size_t gg__conv2d_xsmm_workspace(const gg_conv2d_shape *s) {
+    brg_geom f;
+    brg_geometry(s, &f);
+    const int nt = gg_get_num_threads();
+    const int64_t offs = 2 * 2 * imax(imax(f.Cgb, f.Kgb) * f.RS, f.nchunk * s->Ho); /* two u64 arrays */
+    const int64_t fwd = r16(s->N * f.Cb * f.xblock) + r16(f.wsize) + r16(offs) + nt * r16(s->Wo * f.bk);
+    const int64_t data = r16(s->N * f.Kb * f.dblock) + r16(f.wsize) + r16(offs) + nt * r16(s->W * f.bc);
+    const int64_t weight =
+        r16(s->N * f.Cb * f.xblock) + brg_weight_parts(s, &f, nt) * r16(f.wsize) + r16(offs);
+    return (size_t)imax(fwd, imax(data, weight)) * sizeof(float);
+}
+
+/* One tile of a transpose: dst[j*ds + i] (op)= src[i*ss + j] for i < ni, j < nj (both <= 16), where op
+ * stores (plus bias[j] when bias is not NULL) or adds. With AVX-512: 16 masked row loads, a 16x16
+ * in-register transpose (unpack, shuffle, two 128-bit lane shuffles), 16 masked row stores. */
+enum { TILE_STORE, TILE_ADD };
+static inline void tile_transpose(const float *src, int64_t ss, int64_t ni, int64_t nj, float *dst,
+                                  int64_t ds, int op, const float *bias) {
+#if defined(__AVX512F__)
+    const __mmask16 mi = (__mmask16)((1u << ni) - 1u), mj = (__mmask16)((1u << nj) - 1u);
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = i < ni ? _mm512_maskz_loadu_ps(mj, src + i * ss) : _mm512_setzero_ps();
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+    }
+    for (int j = 0; j < nj; j++) { /* r[j]: column j of the tile */
+        __m512 v = r[j];
+        if (op == TILE_ADD) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mi, dst + j * ds));
+        else if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[j]));
+        _mm512_mask_storeu_ps(dst + j * ds, mi, v);
+    }
+#else
+    for (int64_t j = 0; j < nj; j++) {
+        const float add = bias ? bias[j] : 0.0f;
+        for (int64_t i = 0; i < ni; i++) {
+            if (op == TILE_ADD) dst[j * ds + i] += src[i * ss + j];
+            else dst[j * ds + i] = src[i * ss + j] + add;
+        }
+    }
+#endif
+}
+
+/* dst (one block) [Hd][Wd][blk] from the blk planes src [blk][H][W] (plane stride H*W):
+ * dst(i, j, c) = src[c][i - top][j - left], zero outside the planes. blk is a multiple of 16. */
+static void to_blocked(const float *src, int64_t H, int64_t W, int64_t blk, int64_t Hd, int64_t Wd,
+                       int64_t top, int64_t left, float *dst) {
+    const int64_t HW = H * W, jlo = imin(Wd, imax(0, left)), jhi = imax(jlo, imin(Wd, left + W));
+    for (int64_t i = 0; i < Hd; i++) {
+        float *d = dst + i * Wd * blk;
+        const int64_t h = i - top;
+        if (h < 0 || h >= H) {
+            memset(d, 0, (size_t)(Wd * blk) * sizeof(float));
+            continue;
+        }
+        memset(d, 0, (size_t)(jlo * blk) * sizeof(float));
+        const float *sr = src + h * W - left;
+        for (int64_t j = jlo; j < jhi; j += 16)
+            for (int64_t c = 0; c < blk; c += 16)
+                tile_transpose(sr + c * HW + j, HW, 16, imin(16, jhi - j), d + j * blk + c, blk, TILE_STORE,
+                               NULL);
+        memset(d + jhi * blk, 0, (size_t)((Wd - jhi) * blk) * sizeof(float));
+    }
+}
+
+/* The blocked copy of every (n, c block) of t [N, nch, H, W]. */
+static void all_to_blocked(const float *t, int64_t N, int64_t nch, int64_t H, int64_t W, int64_t blk,
+                           int64_t Hd, int64_t Wd, int64_t top, int64_t left, float *dst) {
+    const int64_t nb = nch / blk, block = Hd * Wd * blk;
+#pragma omp parallel for schedule(static) num_threads(gg_get_num_threads()) if (N * nb * block > PAR_MIN)
+    for (int64_t i = 0; i < N * nb; i++)
+        to_blocked(t + i * blk * H * W, H, W, blk, Hd, Wd, top, left, dst + i * block);
+}
+
+static void set_offsets(unsigned long long *o, int64_t i, int64_t floats) {
+    o[i] = (unsigned long long)floats * sizeof(float);
+}
+
+bool gg__conv2d_fwd_xsmm(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y,
+                         void *ws) {
+    if (!gg__conv2d_xsmm_supports(s, false)) return false;
+    brg_geom f;
+    brg_geometry(s, &f);
+    const int64_t bc = f.bc, bk = f.bk, Cg = s->C / s->G, RS = f.RS, n_br = f.Cgb * RS, P = f.P;
+    gg__brgemm_fn kern = gg__xsmm_brgemm_dispatch(bk, s->Wo, bc, bk, s->str_w * bc, bk, true);
+    if (!kern) return false;
+    float *xb = ws, *wb = xb + r16(s->N * f.Cb * f.xblock), *rows = wb + r16(f.wsize) + r16(4 * n_br);
+    unsigned long long *aoff = (unsigned long long *)(void *)(wb + r16(f.wsize)), *boff = aoff + n_br;
+    all_to_blocked(x, s->N, s->C, s->H, s->W, bc, f.Hp, f.Wp, s->pad_t, s->pad_l, xb);
+    /* wb [kb][cgb][r][t][c][k]: the [bk x bc] blocks, column-major */
+#pragma omp parallel for collapse(2) schedule(static) num_threads(gg_get_num_threads()) if (f.wsize > PAR_MIN)
+    for (int64_t kb = 0; kb < f.Kb; kb++)
+        for (int64_t cg = 0; cg < f.Cgb; cg++)
+            for (int64_t j = 0; j < RS; j++) {
+                float *d = wb + ((kb * f.Cgb + cg) * RS + j) * bc * bk;
+                for (int64_t c = 0; c < bc; c++)
+                    for (int64_t k = 0; k < bk; k++)
+                        d[c * bk + k] = w[((kb * bk + k) * Cg + cg * bc + c) * RS + j];
+            }
+    for (int64_t cg = 0; cg < f.Cgb; cg++)
+        for (int64_t j = 0; j < RS; j++) {
+            const int64_t i = cg * RS + j, r = j / s->S, t = j % s->S;
+            set_offsets(aoff, i, i * bc * bk);
+            set_offsets(boff, i, cg * f.xblock + (r * s->dil_h * f.Wp + t * s->dil_w) * bc);
+        }
+#pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * P * RS > PAR_MIN)
+    {
+        float *row = rows + thread_id() * r16(s->Wo * bk);
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < f.Kb * s->N; task++) {
+            const int64_t kb = task / s->N, n = task % s->N, g = kb / f.Kgb;
+            const float *A = wb + kb * n_br * bc * bk, *B = xb + (n * f.Cb + g * f.Cgb) * f.xblock;
+            float *yk = y + (n * s->K + kb * bk) * P;
+            for (int64_t ho = 0; ho < s->Ho; ho++) {
+                gg__xsmm_brgemm(kern, A, B + ho * s->str_h * f.Wp * bc, row, n_br, aoff, boff);
+                for (int64_t j = 0; j < s->Wo; j += 16)
+                    for (int64_t k = 0; k < bk; k += 16)
+                        tile_transpose(row + j * bk + k, bk, imin(16, s->Wo - j), 16,
+                                       yk + k * P + ho * s->Wo + j, P, TILE_STORE,
+                                       b ? b + kb * bk + k : NULL);
+            }
+        }
+    }
+    return true;
+}
+
+bool gg__conv2d_bwd_data_xsmm(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx,
+                              void *ws) {
+    if (!gg__conv2d_xsmm_supports(s, true)) return false;
+    brg_geom f;
+    brg_geometry(s, &f);
+    const int64_t bc = f.bc, bk = f.bk, Cg = s->C / s->G, Kg = s->K / s->G, RS = f.RS, n_br = f.Kgb * RS;
+    const int64_t HW = s->H * s->W;
+    gg__brgemm_fn kern = gg__xsmm_brgemm_dispatch(bc, s->W, bk, bc, bk, bc, true);
+    if (!kern) return false;
+    float *dyb = ws, *wd = dyb + r16(s->N * f.Kb * f.dblock), *rows = wd + r16(f.wsize) + r16(4 * n_br);
+    unsigned long long *aoff = (unsigned long long *)(void *)(wd + r16(f.wsize)), *boff = aoff + n_br;
+    all_to_blocked(dy, s->N, s->K, s->Ho, s->Wo, bk, f.Hq, f.Wq, f.at, f.al, dyb);
+    /* wd [cb][kgb][r'][t'][k][c]: the [bc x bk] blocks of the flipped, transposed kernel */
+#pragma omp parallel for collapse(2) schedule(static) num_threads(gg_get_num_threads()) if (f.wsize > PAR_MIN)
+    for (int64_t cb = 0; cb < f.Cb; cb++)
+        for (int64_t kg = 0; kg < f.Kgb; kg++)
+            for (int64_t j = 0; j < RS; j++) {
+                const int64_t g = cb / f.Cgb, c0 = cb % f.Cgb * bc, k0 = g * Kg + kg * bk;
+                float *d = wd + ((cb * f.Kgb + kg) * RS + j) * bc * bk;
+                for (int64_t k = 0; k < bk; k++)
+                    for (int64_t c = 0; c < bc; c++)
+                        d[k * bc + c] = w[((k0 + k) * Cg + c0 + c) * RS + (RS - 1 - j)];
+            }
+    for (int64_t kg = 0; kg < f.Kgb; kg++)
+        for (int64_t j = 0; j < RS; j++) {
+            const int64_t i = kg * RS + j, r = j / s->S, t = j % s->S;
+            set_offsets(aoff, i, i * bc * bk);
+            set_offsets(boff, i, kg * f.dblock + (r * s->dil_h * f.Wq + t * s->dil_w) * bk);
+        }
+#pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * f.P * RS > PAR_MIN)
+    {
+        float *row = rows + thread_id() * r16(s->W * bc);
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < f.Cb * s->N; task++) {
+            const int64_t cb = task / s->N, n = task % s->N, g = cb / f.Cgb;
+            const float *A = wd + cb * n_br * bc * bk, *B = dyb + (n * f.Kb + g * f.Kgb) * f.dblock;
+            float *dxc = dx + (n * s->C + cb * bc) * HW;
+            for (int64_t hi = 0; hi < s->H; hi++) {
+                gg__xsmm_brgemm(kern, A, B + hi * f.Wq * bk, row, n_br, aoff, boff);
+                for (int64_t j = 0; j < s->W; j += 16)
+                    for (int64_t c = 0; c < bc; c += 16)
+                        tile_transpose(row + j * bc + c, bc, imin(16, s->W - j), 16,
+                                       dxc + c * HW + hi * s->W + j, HW, TILE_ADD, NULL);
+            }
+        }
+    }
+    return true;
+}
+
+bool gg__conv2d_bwd_weight_xsmm(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
+                                void *ws) {
+    if (!gg__conv2d_xsmm_supports(s, false)) return false;
+    brg_geom f;
+    brg_geometry(s, &f);
+    const int64_t bc = f.bc, bk = f.bk, Cg = s->C / s->G, RS = f.RS, P = f.P, nc = f.nchunk;
+    const int nt = gg_get_num_threads();
+    const int64_t parts = brg_weight_parts(s, &f, nt), pairs = f.Kb * f.Cgb, n_br = nc * s->Ho;
+    gg__brgemm_fn kern = gg__xsmm_brgemm_dispatch(bc, bk, s->Wo, s->str_w * bc, P, bc, false);
+    if (!kern) return false;
+    float *xb = ws, *sums = xb + r16(s->N * f.Cb * f.xblock);
+    unsigned long long *aoff = (unsigned long long *)(void *)(sums + parts * r16(f.wsize)),
+                       *boff = aoff + n_br;
+    all_to_blocked(x, s->N, s->C, s->H, s->W, bc, f.Hp, f.Wp, s->pad_t, s->pad_l, xb);
+    for (int64_t i = 0; i < n_br; i++) {
+        set_offsets(aoff, i, i / s->Ho * f.Cb * f.xblock + i % s->Ho * s->str_h * f.Wp * bc);
+        set_offsets(boff, i, i / s->Ho * s->K * P + i % s->Ho * s->Wo);
+    }
+    /* sums [part][kb][cgb][r][t][k][c]: dW^T blocks [bc x bk], column-major */
+#pragma omp parallel for schedule(static) num_threads(nt) if (parts > 1 || (nt > 1 && pairs > 1))
+    for (int64_t task = 0; task < parts * (parts > 1 ? 1 : pairs); task++) {
+        const int64_t part = parts > 1 ? task : 0, p0 = parts > 1 ? 0 : task,
+                      p1 = parts > 1 ? pairs : task + 1;
+        const int64_t n_lo = s->N * part / parts, n_hi = s->N * (part + 1) / parts;
+        float *acc = sums + part * r16(f.wsize);
+        for (int64_t pair = p0; pair < p1; pair++) {
+            const int64_t kb = pair / f.Cgb, cg = pair % f.Cgb, cb = kb / f.Kgb * f.Cgb + cg;
+            float *C = acc + pair * RS * bc * bk;
+            memset(C, 0, (size_t)(RS * bc * bk) * sizeof(float));
+            for (int64_t n0 = n_lo; n0 < n_hi; n0 += nc) {
+                const int64_t cnt = imin(nc, n_hi - n0) * s->Ho;
+                const float *A = xb + (n0 * f.Cb + cb) * f.xblock, *B = dy + (n0 * s->K + kb * bk) * P;
+                for (int64_t j = 0; j < RS; j++) {
+                    const int64_t r = j / s->S, t = j % s->S;
+                    gg__xsmm_brgemm(kern, A + (r * s->dil_h * f.Wp + t * s->dil_w) * bc, B, C + j * bc * bk,
+                                    cnt, aoff, boff);
+                }
+            }
+        }
+    }
+    /* dw[k, c, r, t] += the sums of every part, in part order */
+#pragma omp parallel for schedule(static) num_threads(nt) if (f.wsize * parts > PAR_MIN)
+    for (int64_t pair = 0; pair < pairs; pair++) {
+        const int64_t kb = pair / f.Cgb, cg = pair % f.Cgb;
+        for (int64_t k = 0; k < bk; k++)
+            for (int64_t c = 0; c < bc; c++)
+                for (int64_t j = 0; j < RS; j++) {
+                    float v = 0.0f;
+                    for (int64_t part = 0; part < parts; part++)
+                        v += sums[part * r16(f.wsize) + (pair * RS + j) * bc * bk + k * bc + c];
+                    dw[((kb * bk + k) * Cg + cg * bc + c) * RS + j] += v;
+                }
+    }
+    return true;
 }
 
 void gg__conv2d_bwd_bias(const gg_conv2d_shape *s, const float *dy, float *db) {

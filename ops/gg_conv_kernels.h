@@ -26,6 +26,7 @@ typedef enum gg_conv_algo {
     GG_CONV_ALGO_REF,    /* plain-C loops, double accumulation: the oracle */
     GG_CONV_ALGO_GEMM,   /* im2col + BLIS GEMM, one GEMM per group over a chunk of the batch */
     GG_CONV_ALGO_DIRECT, /* shifted-plane loops, no im2col; OpenMP over (n, g) */
+    GG_CONV_ALGO_XSMM,   /* libxsmm batch-reduce GEMMs on blocked copies, no im2col (C/G, K/G % 16 == 0) */
     GG_CONV_ALGO_COUNT
 } gg_conv_algo;
 
@@ -61,6 +62,19 @@ void gg__conv2d_bwd_data_direct(const gg_conv2d_shape *s, const float *dy, const
 void gg__conv2d_bwd_weight_direct(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
                                   void *ws);
 
+/* ---- batch-reduce GEMM direct convolution (libxsmm) ----
+ * For C/G and K/G multiples of 16; the data gradient also needs stride 1 (gg__conv2d_xsmm_supports with
+ * data_pass). ws: gg__conv2d_xsmm_workspace(s) bytes, 64-byte aligned, sized for gg_get_num_threads()
+ * threads. Each returns false, having written nothing, when the shape is not supported or libxsmm has no
+ * kernel for it (the caller then uses another algorithm). */
+bool gg__conv2d_xsmm_supports(const gg_conv2d_shape *s, bool data_pass);
+size_t gg__conv2d_xsmm_workspace(const gg_conv2d_shape *s);
+bool gg__conv2d_fwd_xsmm(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y,
+                         void *ws);
+bool gg__conv2d_bwd_data_xsmm(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx, void *ws);
+bool gg__conv2d_bwd_weight_xsmm(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
+                                void *ws);
+
 /* db += sum over n, ho, wo of dy (double accumulation, OpenMP over channels). */
 void gg__conv2d_bwd_bias(const gg_conv2d_shape *s, const float *dy, float *db);
 
@@ -70,5 +84,11 @@ void gg__conv2d_bwd_bias(const gg_conv2d_shape *s, const float *dy, float *db);
 gg_conv_algo gg__conv2d_force_algo(gg_conv_algo algo);
 /* Samples per GEMM chunk the plan picks for a shape. */
 int64_t gg__conv2d_gemm_batch(const gg_conv2d_shape *s);
+/* Time the kernels when a large geometry is first seen (true, the default) or use static rules. Returns
+ * the previous setting. Affects plans made afterwards only. */
+bool gg__conv2d_set_tuning(bool on);
+/* The kernel the plan chose for a pass (0 forward, 1 data gradient, 2 weight gradient) of s at the current
+ * thread count; AUTO if that pass has not run yet. */
+gg_conv_algo gg__conv2d_planned_algo(const gg_conv2d_shape *s, int pass);
 
 #endif

@@ -29,4 +29,18 @@ void gg__sgemm_ref(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alph
  * broadcast). Other layouts must be copied to contiguous memory before gg__sgemm. */
 bool gg__sgemm_layout_ok(int64_t rows, int64_t cols, int64_t rs, int64_t cs);
 
+/* libxsmm batch-reduce GEMM, column-major (BLAS) convention, single precision, single-threaded:
+ *   C [m x n] = sum_{i < count} A_i [m x k] @ B_i [k x n]            (beta0: C is overwritten)
+ *   C [m x n] += sum_{i < count} A_i [m x k] @ B_i [k x n]           (otherwise)
+ * with A_i at (char *)a + a_offs[i] and B_i at (char *)b + b_offs[i] (offsets in BYTES); element (r, c) of
+ * A_i at A_i[c*lda + r], of B_i at B_i[c*ldb + r], of C at c[c*ldc + r].
+ * gg__xsmm_brgemm_dispatch JIT-compiles (or finds) the kernel for a shape; NULL means libxsmm has none
+ * for it (shape, CPU): the caller falls back to another path. Thread-safe; kernels live until exit.
+ * gg__xsmm_brgemm runs one. */
+typedef void (*gg__brgemm_fn)(void);
+gg__brgemm_fn gg__xsmm_brgemm_dispatch(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc,
+                                       bool beta0);
+void gg__xsmm_brgemm(gg__brgemm_fn kernel, const float *a, const float *b, float *c, int64_t count,
+                     const unsigned long long *a_offs, const unsigned long long *b_offs);
+
 #endif

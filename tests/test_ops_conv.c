@@ -68,8 +68,12 @@ static int backward_sum(gg_tensor *y) {
     return st;
 }
 
-static const gg_conv_algo ALGOS[] = {GG_CONV_ALGO_REF, GG_CONV_ALGO_GEMM, GG_CONV_ALGO_DIRECT};
-static const char *const ALGO_NAMES[] = {"auto", "ref", "gemm", "direct"};
+/* A forced algorithm that does not apply to a shape (xsmm on C/G or K/G not a multiple of 16) falls back
+ * to the plan's choice. */
+static const gg_conv_algo ALGOS[] = {GG_CONV_ALGO_REF, GG_CONV_ALGO_GEMM, GG_CONV_ALGO_DIRECT,
+                                     GG_CONV_ALGO_XSMM};
+#define N_ALGOS 4
+static const char *const ALGO_NAMES[] = {"auto", "ref", "gemm", "direct", "xsmm"};
 
 /* ---- hand-computed ---- */
 
@@ -217,7 +221,7 @@ static void free_cases(struct criterion_test_params *crp) { cr_free(crp->params)
 
 ParameterizedTestParameters(conv_grad, grid) {
     static const int groups[] = {1, 2, 4}, strides[] = {1, 2}, dils[] = {1, 2}, ks[] = {1, 3, 5};
-    size_t cap = 3 * 2 * 2 * PAD_COUNT * 3 * 3 + 8, n = 0;
+    size_t cap = 3 * 2 * 2 * PAD_COUNT * 3 * 3 + 16, n = 0;
     grad_case *cases = cr_malloc(cap * sizeof *cases);
     for (int gi = 0; gi < 3; gi++)
         for (int si = 0; si < 2; si++)
@@ -236,7 +240,13 @@ ParameterizedTestParameters(conv_grad, grid) {
                                {2, 2, 2, PAD_ASYM, 3, 4, 2, GG_CONV_ALGO_DIRECT},
                                {2, 1, 1, PAD_SAME, 5, 4, 2, GG_CONV_ALGO_DIRECT},
                                {2, 2, 1, PAD_1, 3, 4, 2, GG_CONV_ALGO_GEMM},
-                               {1, 1, 1, PAD_1, 3, 4, 1, GG_CONV_ALGO_DIRECT}};
+                               {1, 1, 1, PAD_1, 3, 4, 1, GG_CONV_ALGO_DIRECT},
+                               /* libxsmm needs 16 channels per group: dense, grouped, strided (its data
+                                * gradient then falls back), dilated and 'same' with a 5x5 kernel */
+                               {1, 1, 1, PAD_1, 3, 16, 16, GG_CONV_ALGO_XSMM},
+                               {2, 2, 1, PAD_ASYM, 3, 32, 32, GG_CONV_ALGO_XSMM},
+                               {1, 1, 2, PAD_SAME, 5, 16, 16, GG_CONV_ALGO_XSMM},
+                               {1, 1, 1, PAD_0, 1, 16, 32, GG_CONV_ALGO_XSMM}};
     for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) cases[n++] = extra[i];
     return cr_make_param_array(grad_case, cases, n, free_cases);
 }
@@ -400,6 +410,30 @@ static void check_fast(const fast_case *f, const char *name) {
     snprintf(what, sizeof what, "%s: direct dw", name);
     assert_close(dw, dw_ref, nw, 1e-4, what);
     gg_free(ws);
+    /* libxsmm's batch-reduce kernels where they apply (C/G, K/G multiples of 16; dx needs stride 1) */
+    if (gg__conv2d_xsmm_supports(&s, false)) {
+        float *dx2 = rand_buf(nx, 5), *dw2 = rand_buf(nw, 6);
+        ws = gg_alloc(gg__conv2d_xsmm_workspace(&s));
+        cr_assert_not_null(ws);
+        cr_assert(gg__conv2d_fwd_xsmm(&s, x, w, b, y, ws), "%s: libxsmm gave no forward kernel", name);
+        snprintf(what, sizeof what, "%s: xsmm forward", name);
+        assert_close(y, y_ref, ny, 1e-4, what);
+        const bool data = gg__conv2d_xsmm_supports(&s, true);
+        cr_assert_eq(gg__conv2d_bwd_data_xsmm(&s, dy, w, dx2, ws), data, "%s: xsmm dx", name);
+        if (data) {
+            snprintf(what, sizeof what, "%s: xsmm dx", name);
+            assert_close(dx2, dx_ref, nx, 1e-4, what);
+        }
+        cr_assert(gg__conv2d_bwd_weight_xsmm(&s, x, dy, dw2, ws), "%s: libxsmm gave no dw kernel", name);
+        snprintf(what, sizeof what, "%s: xsmm dw", name);
+        assert_close(dw2, dw_ref, nw, 1e-4, what);
+        gg_free(ws);
+        free(dx2);
+        free(dw2);
+    } else {
+        cr_assert_not(gg__conv2d_fwd_xsmm(&s, x, w, b, y, NULL), "%s: xsmm accepted a shape it cannot do",
+                      name);
+    }
     float *all[] = {x, w, b, dy, y_ref, y, dx_ref, dx, dw_ref, dw, db_ref, db};
     for (int i = 0; i < 12; i++) free(all[i]);
 }
@@ -461,6 +495,109 @@ Test(conv_fast, random_shapes) {
     }
 }
 
+Test(conv_fast, xsmm_shapes) {
+    /* N C H W K R S G sh sw pt pb pl pr dh dw */
+    const fast_case cases[] = {
+        {3, 32, 13, 11, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1}, /* blocks of 32 in, 16 out; odd sizes */
+        {2, 32, 19, 35, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1}, /* rows wider than a 16-column tile */
+        {2, 64, 15, 9, 32, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1},  /* groups 2, stride 2 (no dx kernel) */
+        {2, 96, 14, 13, 48, 3, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2}, /* groups 3 of 32 -> 16, dilation 2 */
+        {3, 16, 9, 11, 16, 5, 5, 1, 1, 1, 2, 1, 0, 3, 1, 1},  /* 5x5, asymmetric padding */
+        {2, 64, 10, 7, 128, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1}, /* pointwise */
+        {2, 32, 6, 7, 16, 3, 3, 1, 1, 1, 3, 3, 3, 3, 1, 1},   /* padding wider than the kernel */
+        {1, 16, 8, 8, 16, 7, 5, 1, 3, 2, 3, 2, 1, 4, 1, 2},   /* rectangular everything */
+        {5, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},   /* one (k, c) block pair: dw split by samples */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "xsmm case %zu", i);
+        check_fast(&cases[i], name);
+    }
+}
+
+Test(conv_fast, xsmm_random_shapes) {
+    gt_lcg g;
+    gt_lcg_seed(&g, 77);
+    for (int it = 0; it < 16; it++) {
+        fast_case f;
+        f.G = gt_lcg_range(&g, 1, 3);
+        f.C = f.G * 16 * gt_lcg_range(&g, 1, 4), f.K = f.G * 16 * gt_lcg_range(&g, 1, 4);
+        f.N = gt_lcg_range(&g, 1, 3);
+        f.R = (int64_t[]){1, 3, 5}[gt_lcg_range(&g, 0, 2)];
+        f.S = gt_lcg_range(&g, 0, 3) ? f.R : gt_lcg_range(&g, 1, 4);
+        f.sh = gt_lcg_range(&g, 0, 2) ? 1 : 2, f.sw = gt_lcg_range(&g, 0, 2) ? 1 : 2;
+        f.dh = gt_lcg_range(&g, 1, 2), f.dw = gt_lcg_range(&g, 1, 2);
+        f.pt = gt_lcg_range(&g, 0, 2), f.pb = gt_lcg_range(&g, 0, 2);
+        f.pl = gt_lcg_range(&g, 0, 2), f.pr = gt_lcg_range(&g, 0, 2);
+        f.H = f.dh * (f.R - 1) + gt_lcg_range(&g, 1, 12);
+        f.W = f.dw * (f.S - 1) + gt_lcg_range(&g, 1, 20);
+        char name[200];
+        snprintf(name, sizeof name,
+                 "xsmm random %d: N %lld C %lld H %lld W %lld K %lld R %lld S %lld G %lld stride %lldx%lld "
+                 "pad %lld,%lld,%lld,%lld dil %lldx%lld",
+                 it, (long long)f.N, (long long)f.C, (long long)f.H, (long long)f.W, (long long)f.K,
+                 (long long)f.R, (long long)f.S, (long long)f.G, (long long)f.sh, (long long)f.sw,
+                 (long long)f.pt, (long long)f.pb, (long long)f.pl, (long long)f.pr, (long long)f.dh,
+                 (long long)f.dw);
+        check_fast(&f, name);
+    }
+}
+
+/* A geometry large enough to be timed: the plan times the kernels on the first forward and backward, the
+ * results match the reference, and later runs reuse the choice (bit-identical results). */
+Test(conv_fast, tuned_plan_is_stable, .fini = teardown) {
+    gg_tensor *x = leaf(RAND(41, 4, 32, 20, 21)), *w = leaf(RAND(42, 32, 32, 3, 3)), *b = leaf(RAND(43, 32));
+    gg_conv2d_params p = gg_conv2d_make(1, 1, 1, 1);
+    gg_tensor *got[2][4] = {{NULL}};
+    for (int run = 0; run < 2; run++) {
+        gg_tensor *y = gg_conv2d(x, w, b, &p);
+        gg_tensor *c = RAND(44, y->shape[0], y->shape[1], y->shape[2], y->shape[3]);
+        cr_assert_eq(gg_backward_ex(y, c, false), GG_OK, "%s", gg_last_error());
+        gg_tensor *t[4] = {gg_tensor_copy(y), gg_tensor_copy(x->grad), gg_tensor_copy(w->grad),
+                           gg_tensor_copy(b->grad)};
+        memcpy(got[run], t, sizeof t);
+        gg_zero_grad(x), gg_zero_grad(w), gg_zero_grad(b);
+        gg_tensor_free(c);
+        gg_tape_reset(NULL);
+    }
+    gg_conv2d_shape s = {.N = 4,
+                         .C = 32,
+                         .H = 20,
+                         .W = 21,
+                         .K = 32,
+                         .R = 3,
+                         .S = 3,
+                         .G = 1,
+                         .Ho = 20,
+                         .Wo = 21,
+                         .str_h = 1,
+                         .str_w = 1,
+                         .pad_t = 1,
+                         .pad_l = 1,
+                         .dil_h = 1,
+                         .dil_w = 1};
+    for (int pass = 0; pass < 3; pass++)
+        cr_assert_neq(gg__conv2d_planned_algo(&s, pass), GG_CONV_ALGO_AUTO, "pass %d was not planned", pass);
+    gg__conv2d_force_algo(GG_CONV_ALGO_REF);
+    gg_tensor *y = gg_conv2d(x, w, b, &p);
+    gg_tensor *c = RAND(44, y->shape[0], y->shape[1], y->shape[2], y->shape[3]);
+    cr_assert_eq(gg_backward_ex(y, c, false), GG_OK, "%s", gg_last_error());
+    gg_tensor *ref[4] = {y, x->grad, w->grad, b->grad};
+    const char *names[4] = {"y", "dx", "dw", "db"};
+    for (int k = 0; k < 4; k++) {
+        assert_tensor_close(got[0][k], ref[k], 1e-4, names[k]);
+        cr_assert(memcmp(gg_tensor_data(got[0][k]), gg_tensor_data(got[1][k]),
+                         (size_t)got[0][k]->numel * sizeof(float)) == 0,
+                  "%s differs between two runs of the same plan", names[k]);
+        gg_tensor_free(got[0][k]);
+        gg_tensor_free(got[1][k]);
+    }
+    gg_tensor_free(c);
+    gg_tensor_free(x);
+    gg_tensor_free(w);
+    gg_tensor_free(b);
+}
+
 Test(conv_fast, op_dispatch_matches_reference, .fini = teardown) {
     /* the same conv through the op with each algorithm forced, forward and both gradients */
     /* AUTO mixes kernels per pass: e.g. direct forward and data gradient with a GEMM weight gradient
@@ -475,8 +612,8 @@ Test(conv_fast, op_dispatch_matches_reference, .fini = teardown) {
         gg_tensor *b = leaf(RAND(33, cfg[i].K));
         gg_conv2d_params p = gg_conv2d_make(2, (int)cfg[i].R / 2, 1, (int)cfg[i].G);
         gg_tensor *ref[4] = {NULL};
-        for (int a = 0; a < 4; a++) {
-            gg__conv2d_force_algo(a == 3 ? GG_CONV_ALGO_AUTO : ALGOS[a]);
+        for (int a = 0; a <= N_ALGOS; a++) {
+            gg__conv2d_force_algo(a == N_ALGOS ? GG_CONV_ALGO_AUTO : ALGOS[a]);
             gg_tensor *y = gg_conv2d(x, w, b, &p);
             gg_tensor *c = RAND(34, y->shape[0], y->shape[1], y->shape[2], y->shape[3]);
             cr_assert_eq(gg_backward_ex(y, c, false), GG_OK, "%s", gg_last_error());
@@ -485,7 +622,7 @@ Test(conv_fast, op_dispatch_matches_reference, .fini = teardown) {
             for (int k = 0; k < 4; k++) {
                 if (a == 0) ref[k] = got[k];
                 else {
-                    assert_tensor_close(got[k], ref[k], 1e-4, ALGO_NAMES[a == 3 ? 0 : ALGOS[a]]);
+                    assert_tensor_close(got[k], ref[k], 1e-4, ALGO_NAMES[a == N_ALGOS ? 0 : ALGOS[a]]);
                     gg_tensor_free(got[k]);
                 }
             }
@@ -530,8 +667,8 @@ Test(conv_golden, pytorch, .init = one_thread, .fini = teardown) {
                               .groups = (int)q[8],
                               .pad_same = q[9] != 0};
         bool has_bias = q[10] != 0;
-        for (int a = 0; a < 4; a++) {
-            gg_conv_algo algo = a == 3 ? GG_CONV_ALGO_AUTO : ALGOS[a];
+        for (int a = 0; a <= N_ALGOS; a++) {
+            gg_conv_algo algo = a == N_ALGOS ? GG_CONV_ALGO_AUTO : ALGOS[a];
             gg__conv2d_force_algo(algo);
             gg_tensor *x = leaf(load_golden(dir, name, "x")), *w = leaf(load_golden(dir, name, "w"));
             gg_tensor *b = has_bias ? leaf(load_golden(dir, name, "b")) : NULL;
