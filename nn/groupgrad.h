@@ -16,5 +16,7 @@
 #include "gg_dgconv.h"
 #include "gg_cnn.h"
 #include "gg_data.h"
+#include "gg_optim.h"
+#include "gg_checkpoint.h"
 
 #endif
