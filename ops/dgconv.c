@@ -83,7 +83,7 @@ typedef struct dg_pattern {
 
 /* zmask: bit k set when gate k has g = 0 (every other gate has g = 1). */
 static void make_pattern(int K, uint64_t zmask, bool sort, dg_pattern *pt) {
-    double g[MAX_K];
+    double g[MAX_K] = {0};
     for (int k = 0; k < K; k++) g[k] = (zmask >> k) & 1 ? 0.0 : 1.0;
     pt->K = K;
     factor_order(K, g, sort, pt->ord);
