@@ -14,6 +14,7 @@
 #include "gg_ops.h"
 #include "gg_conv.h"
 #include "gg_dgconv.h"
+#include "gg_nn.h"
 #include "gg_cnn.h"
 #include "gg_data.h"
 #include "gg_optim.h"
