@@ -344,7 +344,8 @@ struct gg_module {
 /* A new module of kind def with impl_size bytes of zeroed state (training on, no name). */
 gg_module *gg_module_new(const gg_module_def *def, size_t impl_size);
 /* Register a parameter (made a leaf requiring grad) / a buffer / a child under a local name. Take
- * ownership even on failure; a NULL tensor or child fails keeping the earlier error. */
+ * ownership even on failure (except of a child that already has a parent, which is left to it); a NULL
+ * tensor or child fails keeping the earlier error. */
 int gg_module_add_parameter(gg_module *m, const char *name, gg_tensor *t);
 int gg_module_add_buffer(gg_module *m, const char *name, gg_tensor *t);
 int gg_module_add_child(gg_module *m, const char *name, gg_module *child);
