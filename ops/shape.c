@@ -26,82 +26,6 @@ static void add_flat(float *restrict dst, const float *restrict src, int64_t n) 
     for (int64_t i = 0; i < n; i++) dst[i] += src[i];
 }
 
-/* Rows r0..r1-1 of a coalesced index space (n >= 1 dims, the last one walked by the inner loop). */
-static void add_rows(int n, const int64_t *sh, float *dst, const int64_t *ds, const float *src,
-                     const int64_t *ss, int64_t r0, int64_t r1) {
-    int64_t idx[GG_MAX_DIMS] = {0}, doff = 0, soff = 0, rem = r0;
-    for (int d = n - 2; d >= 0; d--) {
-        idx[d] = rem % sh[d];
-        rem /= sh[d];
-        doff += idx[d] * ds[d];
-        soff += idx[d] * ss[d];
-    }
-    const int64_t len = sh[n - 1], di = ds[n - 1], si = ss[n - 1];
-    for (int64_t r = r0; r < r1; r++) {
-        float *restrict q = dst + doff;
-        const float *restrict p = src + soff;
-        if (di == 1 && si == 1) {
-            for (int64_t i = 0; i < len; i++) q[i] += p[i];
-        } else {
-            for (int64_t i = 0; i < len; i++) q[i * di] += p[i * si];
-        }
-        for (int d = n - 2; d >= 0; d--) { /* odometer over the outer dims */
-            doff += ds[d];
-            soff += ss[d];
-            if (++idx[d] < sh[d]) break;
-            doff -= sh[d] * ds[d];
-            soff -= sh[d] * ss[d];
-            idx[d] = 0;
-        }
-    }
-}
-
-/* dst[idx] += src[idx] over the index space `shape`, both operands addressed by element strides. dst
- * must not overlap itself or src. Dimensions are ordered by decreasing dst stride (dst is walked in
- * memory order, which matters for the read-modify-write) and merged where both operands allow. */
-static void add_strided(int nd, const int64_t *shape, float *dst, const int64_t *dstride, const float *src,
-                        const int64_t *sstride) {
-    int64_t sh[GG_MAX_DIMS], ds[GG_MAX_DIMS], ss[GG_MAX_DIMS];
-    int n = 0;
-    for (int d = 0; d < nd; d++) {
-        if (shape[d] == 0) return;
-        if (shape[d] == 1) continue;
-        int k = n++;
-        for (; k > 0 && ds[k - 1] < dstride[d]; k--) sh[k] = sh[k - 1], ds[k] = ds[k - 1], ss[k] = ss[k - 1];
-        sh[k] = shape[d], ds[k] = dstride[d], ss[k] = sstride[d];
-    }
-    int m = 0;
-    for (int d = 0; d < n; d++) {
-        if (m > 0 && ds[m - 1] == ds[d] * sh[d] && ss[m - 1] == ss[d] * sh[d]) {
-            sh[m - 1] *= sh[d];
-            ds[m - 1] = ds[d];
-            ss[m - 1] = ss[d];
-        } else {
-            sh[m] = sh[d], ds[m] = ds[d], ss[m] = ss[d];
-            m++;
-        }
-    }
-    if (m == 0) {
-        dst[0] += src[0];
-        return;
-    }
-    int64_t rows = 1;
-    for (int d = 0; d < m - 1; d++) rows *= sh[d];
-    if (rows * sh[m - 1] <= PAR_MIN || rows < 2) {
-        add_rows(m, sh, dst, ds, src, ss, 0, rows);
-        return;
-    }
-#pragma omp parallel num_threads(gg_get_num_threads())
-    {
-#ifdef _OPENMP
-        int nt = omp_get_num_threads(), id = omp_get_thread_num();
-#else
-        int nt = 1, id = 0;
-#endif
-        add_rows(m, sh, dst, ds, src, ss, rows * id / nt, rows * (id + 1) / nt);
-    }
-}
-
 /* ga += gout where gout is contiguous and has ga's elements in ga's row-major order (reshape, squeeze,
  * unsqueeze). */
 static void add_same_order(gg_tensor *ga, const gg_tensor *gout) {
@@ -111,7 +35,7 @@ static void add_same_order(gg_tensor *ga, const gg_tensor *gout) {
     }
     int64_t cs[GG_MAX_DIMS];
     gg__contiguous_strides(ga->ndim, ga->shape, cs);
-    add_strided(ga->ndim, ga->shape, gg_tensor_data(ga), ga->stride, gg_tensor_data(gout), cs);
+    gg__strided_add(ga->ndim, ga->shape, gg_tensor_data(ga), ga->stride, gg_tensor_data(gout), cs);
 }
 
 /* The tensor-layer view functions name themselves in their messages; report under the op's name and
@@ -192,7 +116,7 @@ static int permute_backward(gg_node *n, const gg_tensor *gout) {
     int64_t ds[GG_MAX_DIMS], cs[GG_MAX_DIMS];
     for (int d = 0; d < gout->ndim; d++) ds[d] = ga->stride[n->ip[d]];
     gg__contiguous_strides(gout->ndim, gout->shape, cs);
-    add_strided(gout->ndim, gout->shape, gg_tensor_data(ga), ds, gg_tensor_data(gout), cs);
+    gg__strided_add(gout->ndim, gout->shape, gg_tensor_data(ga), ds, gg_tensor_data(gout), cs);
     return GG_OK;
 }
 static const gg_op_def PERMUTE_OP = {"permute", permute_backward};
@@ -236,7 +160,7 @@ static int slice_backward(gg_node *n, const gg_tensor *gout) {
     if (!v) return gg_last_status();
     int64_t cs[GG_MAX_DIMS];
     gg__contiguous_strides(gout->ndim, gout->shape, cs);
-    add_strided(v->ndim, v->shape, gg_tensor_data(v), v->stride, gg_tensor_data(gout), cs);
+    gg__strided_add(v->ndim, v->shape, gg_tensor_data(v), v->stride, gg_tensor_data(gout), cs);
     gg_tensor_free(v);
     return GG_OK;
 }
@@ -304,7 +228,7 @@ static int join_backward(gg_node *n, const gg_tensor *gout) {
         if (st) return st;
         if (ga) {
             block_geometry(ga, dim, stack, shape, stride);
-            add_strided(gout->ndim, shape, gg_tensor_data(ga), stride, g + off * cs[dim], cs);
+            gg__strided_add(gout->ndim, shape, gg_tensor_data(ga), stride, g + off * cs[dim], cs);
         }
         off += len;
     }
@@ -416,7 +340,7 @@ static int pad_backward(gg_node *n, const gg_tensor *gout) {
     int64_t len[GG_MAX_DIMS], xs[GG_MAX_DIMS], ys[GG_MAX_DIMS], cs[GG_MAX_DIMS];
     pad_region(ga, n->ip, gout->shape, len, xs, ys);
     gg__contiguous_strides(gout->ndim, gout->shape, cs);
-    add_strided(ga->ndim, len, gg_tensor_data(ga) + gg_tensor_offset_of(ga, xs) - ga->offset, ga->stride,
+    gg__strided_add(ga->ndim, len, gg_tensor_data(ga) + gg_tensor_offset_of(ga, xs) - ga->offset, ga->stride,
                 gg_tensor_data(gout) + gg_tensor_offset_of(gout, ys) - gout->offset, cs);
     return GG_OK;
 }

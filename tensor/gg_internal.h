@@ -36,9 +36,12 @@ gg_storage *gg__new_storage(void);
 /* Contiguous row-major strides for a shape. */
 void gg__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
 
-/* dst[i] = src[i] over an n-d index space with arbitrary element strides (0 allowed in src). Adjacent
- * dimensions that are contiguous in both are merged first; parallel for large sizes. */
+/* dst[i] = src[i] (copy) or dst[i] += src[i] (add) over an n-d index space with arbitrary element
+ * strides (0 allowed in src; dst must not overlap itself or src). Dimensions are walked in dst's memory
+ * order and merged where both operands allow; parallel for large sizes. */
 void gg__strided_copy(int ndim, const int64_t *shape, float *dst, const int64_t *dst_stride,
                       const float *src, const int64_t *src_stride);
+void gg__strided_add(int ndim, const int64_t *shape, float *dst, const int64_t *dst_stride,
+                     const float *src, const int64_t *src_stride);
 
 #endif

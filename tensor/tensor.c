@@ -346,74 +346,77 @@ int gg_tensor_item(const gg_tensor *t, float *out) {
     return GG_OK;
 }
 
-/* ---- strided copy engine ---- */
+/* ---- strided copy / accumulate engine ---- */
 
-/* Drop size-1 dims and merge dims that are contiguous with their inner neighbour in both operands. */
-static int coalesce(int ndim, const int64_t *shape, const int64_t *sa, const int64_t *sb, int64_t *cs,
-                    int64_t *ca, int64_t *cb) {
-    int n = 0;
-    for (int d = 0; d < ndim; d++) {
-        if (shape[d] == 1) continue;
-        if (n > 0 && ca[n - 1] == sa[d] * shape[d] && cb[n - 1] == sb[d] * shape[d]) {
-            cs[n - 1] *= shape[d];
-            ca[n - 1] = sa[d];
-            cb[n - 1] = sb[d];
-            continue;
-        }
-        cs[n] = shape[d];
-        ca[n] = sa[d];
-        cb[n] = sb[d];
-        n++;
-    }
-    return n;
-}
-
-static void copy_rows(int n, const int64_t *shape, float *dst, const int64_t *ds, const float *src,
-                      const int64_t *ss, int64_t row_begin, int64_t row_end) {
-    /* rows = every index of dims 0..n-2; the innermost dim is the tight loop */
-    int64_t inner = shape[n - 1], di = ds[n - 1], si = ss[n - 1];
-    int64_t idx[GG_MAX_DIMS] = {0};
-    int64_t r = row_begin;
+/* Rows r0..r1-1 of a merged index space (n >= 1 dims, the last one walked by the inner loop). */
+static void strided_rows(int n, const int64_t *sh, float *dst, const int64_t *ds, const float *src,
+                         const int64_t *ss, int64_t r0, int64_t r1, bool accumulate) {
+    int64_t idx[GG_MAX_DIMS] = {0}, doff = 0, soff = 0, rem = r0;
     for (int d = n - 2; d >= 0; d--) {
-        idx[d] = r % shape[d];
-        r /= shape[d];
+        idx[d] = rem % sh[d];
+        rem /= sh[d];
+        doff += idx[d] * ds[d];
+        soff += idx[d] * ss[d];
     }
-    for (int64_t row = row_begin; row < row_end; row++) {
-        int64_t doff = 0, soff = 0;
-        for (int d = 0; d < n - 1; d++) {
-            doff += idx[d] * ds[d];
-            soff += idx[d] * ss[d];
+    const int64_t len = sh[n - 1], di = ds[n - 1], si = ss[n - 1];
+    for (int64_t r = r0; r < r1; r++) {
+        float *restrict q = dst + doff;
+        const float *restrict p = src + soff;
+        if (accumulate) {
+            if (di == 1 && si == 1)
+                for (int64_t i = 0; i < len; i++) q[i] += p[i];
+            else
+                for (int64_t i = 0; i < len; i++) q[i * di] += p[i * si];
+        } else if (di == 1 && si == 1) {
+            memcpy(q, p, (size_t)len * sizeof(float));
+        } else if (si == 0) {
+            for (int64_t i = 0; i < len; i++) q[i * di] = p[0];
+        } else {
+            for (int64_t i = 0; i < len; i++) q[i * di] = p[i * si];
         }
-        float *dp = dst + doff;
-        const float *sp = src + soff;
-        if (di == 1 && si == 1)
-            memcpy(dp, sp, (size_t)inner * sizeof(float));
-        else if (si == 0)
-            for (int64_t i = 0; i < inner; i++) dp[i * di] = sp[0];
-        else
-            for (int64_t i = 0; i < inner; i++) dp[i * di] = sp[i * si];
-        for (int d = n - 2; d >= 0; d--) {
-            if (++idx[d] < shape[d]) break;
+        for (int d = n - 2; d >= 0; d--) { /* odometer over the outer dims */
+            doff += ds[d];
+            soff += ss[d];
+            if (++idx[d] < sh[d]) break;
+            doff -= sh[d] * ds[d];
+            soff -= sh[d] * ss[d];
             idx[d] = 0;
         }
     }
 }
 
-void gg__strided_copy(int ndim, const int64_t *shape, float *dst, const int64_t *dst_stride,
-                      const float *src, const int64_t *src_stride) {
-    int64_t cs[GG_MAX_DIMS], cd[GG_MAX_DIMS], cr[GG_MAX_DIMS];
-    for (int d = 0; d < ndim; d++)
+/* Dimensions are ordered by decreasing dst stride (dst is walked in memory order, which matters for the
+ * writes) and merged where both operands allow; rows are split over threads for large sizes. */
+static void strided_apply(int nd, const int64_t *shape, float *dst, const int64_t *dstride, const float *src,
+                          const int64_t *sstride, bool accumulate) {
+    int64_t sh[GG_MAX_DIMS], ds[GG_MAX_DIMS], ss[GG_MAX_DIMS];
+    int n = 0;
+    for (int d = 0; d < nd; d++) {
         if (shape[d] == 0) return;
-    int n = coalesce(ndim, shape, dst_stride, src_stride, cs, cd, cr);
-    if (n == 0) {
-        dst[0] = src[0];
+        if (shape[d] == 1) continue;
+        int k = n++;
+        for (; k > 0 && ds[k - 1] < dstride[d]; k--) sh[k] = sh[k - 1], ds[k] = ds[k - 1], ss[k] = ss[k - 1];
+        sh[k] = shape[d], ds[k] = dstride[d], ss[k] = sstride[d];
+    }
+    int m = 0;
+    for (int d = 0; d < n; d++) {
+        if (m > 0 && ds[m - 1] == ds[d] * sh[d] && ss[m - 1] == ss[d] * sh[d]) {
+            sh[m - 1] *= sh[d];
+            ds[m - 1] = ds[d];
+            ss[m - 1] = ss[d];
+        } else {
+            sh[m] = sh[d], ds[m] = ds[d], ss[m] = ss[d];
+            m++;
+        }
+    }
+    if (m == 0) {
+        dst[0] = accumulate ? dst[0] + src[0] : src[0];
         return;
     }
     int64_t rows = 1;
-    for (int d = 0; d < n - 1; d++) rows *= cs[d];
-    int64_t total = rows * cs[n - 1];
-    if (total < (1 << 16) || rows < 2) {
-        copy_rows(n, cs, dst, cd, src, cr, 0, rows);
+    for (int d = 0; d < m - 1; d++) rows *= sh[d];
+    if (rows * sh[m - 1] < (1 << 16) || rows < 2) {
+        strided_rows(m, sh, dst, ds, src, ss, 0, rows, accumulate);
         return;
     }
 #pragma omp parallel num_threads(gg_get_num_threads())
@@ -423,9 +426,18 @@ void gg__strided_copy(int ndim, const int64_t *shape, float *dst, const int64_t 
 #else
         int nt = 1, id = 0;
 #endif
-        int64_t b = rows * id / nt, e = rows * (id + 1) / nt;
-        copy_rows(n, cs, dst, cd, src, cr, b, e);
+        strided_rows(m, sh, dst, ds, src, ss, rows * id / nt, rows * (id + 1) / nt, accumulate);
     }
+}
+
+void gg__strided_copy(int ndim, const int64_t *shape, float *dst, const int64_t *dst_stride,
+                      const float *src, const int64_t *src_stride) {
+    strided_apply(ndim, shape, dst, dst_stride, src, src_stride, false);
+}
+
+void gg__strided_add(int ndim, const int64_t *shape, float *dst, const int64_t *dst_stride,
+                     const float *src, const int64_t *src_stride) {
+    strided_apply(ndim, shape, dst, dst_stride, src, src_stride, true);
 }
 
 gg_tensor *gg_tensor_copy(const gg_tensor *t) {
