@@ -625,7 +625,8 @@ int gg_dgconv_group_info(const gg_tensor *gates, bool sort, int *groups, int *gr
 /* ip[0] form, ip[1] K, ip[2] mask of gates with g = 1, ip[3] mask of gates with g = 0.5; fp[0] zeta. */
 static int zeta_backward(gg_node *node, const gg_tensor *gout) {
     gg_tensor *gg = gg_node_grad(node, 0);
-    if (!gg) return gg_last_status() ? gg_last_status() : GG_OK;
+    if (!gg) /* no gradient wanted, or its allocation failed (gg_tensor_zeros recorded NOMEM) */
+        return gg_node_needs_grad(node, 0) ? gg_last_status() : GG_OK;
     const double go = gg_tensor_data(gout)[0], zeta = node->fp[0];
     const int K = (int)node->ip[1];
     float *d = gg_tensor_data(gg);
