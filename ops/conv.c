@@ -46,15 +46,15 @@ gg_conv2d_params gg_conv2d_make(int stride, int pad, int dilation, int groups) {
  *
  * Like cuDNN's benchmark mode: the first time a geometry is seen with a given thread count, each pass is
  * timed on the real buffers with every kernel that applies (the GEMM, the direct kernel, the libxsmm
- * batch-reduce kernel), twice for the ones that stay within 1.5x of the best first run, and the fastest
- * (minimum time) becomes that pass's kernel for good. The forward is chosen on the first forward, each
- * gradient pass on the first backward that needs it. Every kernel computes the same sums (within float
- * rounding), and once chosen the kernel of a (geometry, thread count) never changes in the process, so
- * repeated runs give identical results. Plans are global (shared by all threads) and never evicted below
- * PLAN_SLOTS geometries; past that the oldest plan is replaced.
- * Convolutions below TUNE_MIN_MACS multiply-adds are not timed (the timing would cost more than it can
- * win, and single runs are noise): they follow static rules measured on this machine (static_algo).
- * gg__conv2d_set_tuning(false) applies the static rules everywhere. */
+ * batch-reduce kernel, the channel-lane kernel), twice for the ones that stay within 1.5x of the best first
+ * run, and the fastest (minimum time) becomes that pass's kernel for good. The forward is chosen on the first
+ * forward, each gradient pass on the first backward that needs it. Every kernel computes the same sums
+ * (within float rounding), and once chosen the kernel of a (geometry, thread count) never changes in the
+ * process, so repeated runs give identical results. Plans are global (shared by all threads) and never
+ * evicted below PLAN_SLOTS geometries; past that the oldest plan is replaced. Convolutions below
+ * TUNE_MIN_MACS multiply-adds are not timed (the timing would cost more than it can win, and single runs are
+ * noise): they follow static rules measured on this machine (static_algo). gg__conv2d_set_tuning(false)
+ * applies the static rules everywhere. */
 
 typedef struct conv_plan {
     gg_conv2d_shape key;
@@ -104,6 +104,8 @@ static bool algo_applies(const gg_conv2d_shape *s, int pass, gg_conv_algo a) {
         return gg__conv2d_direct_supports(s);
     case GG_CONV_ALGO_XSMM:
         return gg__conv2d_xsmm_supports(s, pass == PASS_DATA);
+    case GG_CONV_ALGO_LANES:
+        return gg__conv2d_lanes_supports(s, pass == PASS_DATA);
     default:
         return false;
     }
@@ -121,7 +123,8 @@ static double conv_macs(const gg_conv2d_shape *s) {
  *  - weight gradient: the direct kernel's dot products lose to the GEMM once the per-group GEMM is big
  *    (K/G >= 24 rows, C/G*R*S >= 64 columns), and win below.
  *  - tiny convolutions (< 32k MACs) skip the workspaces and BLIS calls: the reference loops.
- * With libxsmm, its batch-reduce kernel beats both wherever it applies (C/G and K/G multiples of 16). */
+ * With libxsmm, its batch-reduce kernel beats both wherever it applies (C/G and K/G multiples of 16); the
+ * channel-lane kernel beats both for small groups (C/G == K/G <= 8, C a multiple of 16). */
 static gg_conv_algo fallback_algo(const gg_conv2d_shape *s, int pass) {
     const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S;
     /* zero-bordered input planes of one group, which the direct kernel keeps hot */
@@ -136,6 +139,7 @@ static gg_conv_algo fallback_algo(const gg_conv2d_shape *s, int pass) {
 
 static gg_conv_algo static_algo(const gg_conv2d_shape *s, int pass) {
     if (conv_macs(s) >= 32768 && algo_applies(s, pass, GG_CONV_ALGO_XSMM)) return GG_CONV_ALGO_XSMM;
+    if (conv_macs(s) >= 32768 && algo_applies(s, pass, GG_CONV_ALGO_LANES)) return GG_CONV_ALGO_LANES;
     return fallback_algo(s, pass);
 }
 
@@ -203,6 +207,7 @@ static int run_pass(const pass_args *a, int pass, gg_conv_algo algo, float *out)
     }
     const size_t bytes = algo == GG_CONV_ALGO_GEMM     ? gg__conv2d_gemm_workspace(s, a->nb)
                          : algo == GG_CONV_ALGO_DIRECT ? gg__conv2d_direct_workspace(s)
+                         : algo == GG_CONV_ALGO_LANES  ? gg__conv2d_lanes_workspace(s)
                                                        : gg__conv2d_xsmm_workspace(s);
     void *ws = gg_alloc(bytes);
     if (!ws)
@@ -217,6 +222,10 @@ static int run_pass(const pass_args *a, int pass, gg_conv_algo algo, float *out)
         if (pass == PASS_FWD) gg__conv2d_fwd_direct(s, a->x, a->w, a->b, out, ws);
         else if (pass == PASS_DATA) gg__conv2d_bwd_data_direct(s, a->dy, a->w, out, ws);
         else gg__conv2d_bwd_weight_direct(s, a->x, a->dy, out, ws);
+    } else if (algo == GG_CONV_ALGO_LANES) {
+        if (pass == PASS_FWD) ok = gg__conv2d_fwd_lanes(s, a->x, a->w, a->b, out, ws);
+        else if (pass == PASS_DATA) ok = gg__conv2d_bwd_data_lanes(s, a->dy, a->w, out, ws);
+        else ok = gg__conv2d_bwd_weight_lanes(s, a->x, a->dy, out, ws);
     } else {
         if (pass == PASS_FWD) ok = gg__conv2d_fwd_xsmm(s, a->x, a->w, a->b, out, ws);
         else if (pass == PASS_DATA) ok = gg__conv2d_bwd_data_xsmm(s, a->dy, a->w, out, ws);
@@ -235,7 +244,8 @@ static double now_seconds(void) {
 /* Time every applicable kernel for one pass, writing into out (a scratch buffer, or y for the forward).
  * Returns the fastest, or AUTO with an error status in *st. */
 static gg_conv_algo tune_pass(const pass_args *a, int pass, float *out, int *st) {
-    static const gg_conv_algo cand[] = {GG_CONV_ALGO_XSMM, GG_CONV_ALGO_DIRECT, GG_CONV_ALGO_GEMM};
+    static const gg_conv_algo cand[] = {GG_CONV_ALGO_XSMM, GG_CONV_ALGO_LANES, GG_CONV_ALGO_DIRECT,
+                                        GG_CONV_ALGO_GEMM};
     enum { NC = sizeof cand / sizeof *cand };
     double best[NC];
     double best_all = 1e300;

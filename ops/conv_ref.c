@@ -859,8 +859,8 @@ size_t gg__conv2d_xsmm_workspace(const gg_conv2d_shape *s) {
     brg_geometry(s, &f);
     const int nt = gg_get_num_threads();
     const int64_t offs = 2 * 2 * imax(imax(f.Cgb, f.Kgb) * f.RS, f.nchunk * s->Ho); /* two u64 arrays */
-    const int64_t fwd = r16(s->N * f.Cb * f.xblock) + r16(f.wsize) + r16(offs) + nt * r16(s->Wo * f.bk);
-    const int64_t data = r16(s->N * f.Kb * f.dblock) + r16(f.wsize) + r16(offs) + nt * r16(s->W * f.bc);
+    const int64_t fwd = r16(s->N * f.Cb * f.xblock) + 2 * r16(f.wsize) + r16(offs) + nt * r16(s->Wo * f.bk);
+    const int64_t data = r16(s->N * f.Kb * f.dblock) + 2 * r16(f.wsize) + r16(offs) + nt * r16(s->W * f.bc);
     const int64_t weight =
         r16(s->N * f.Cb * f.xblock) + brg_weight_parts(s, &f, nt) * r16(f.wsize) + r16(offs);
     return (size_t)imax(fwd, imax(data, weight)) * sizeof(float);
@@ -951,6 +951,21 @@ static void set_offsets(unsigned long long *o, int64_t i, int64_t floats) {
     o[i] = (unsigned long long)floats * sizeof(float);
 }
 
+/* wt [RS][K][Cg] = w [K][Cg][RS]: each tap's [K x Cg] matrix contiguous (Cg a multiple of 16). */
+static void weights_tap_major(const gg_conv2d_shape *s, const float *w, float *wt) {
+    const int64_t Cg = s->C / s->G, RS = s->R * s->S, KC = s->K * Cg;
+#pragma omp parallel for schedule(static) num_threads(gg_get_num_threads()) if (KC * RS > PAR_MIN)
+    for (int64_t k = 0; k < s->K; k++) {
+        const float *src = w + k * Cg * RS;
+        if (RS <= 16)
+            for (int64_t c = 0; c < Cg; c += 16)
+                tile_transpose(src + c * RS, RS, 16, RS, wt + k * Cg + c, KC, TILE_STORE, NULL);
+        else
+            for (int64_t c = 0; c < Cg; c++)
+                for (int64_t j = 0; j < RS; j++) wt[j * KC + k * Cg + c] = src[c * RS + j];
+    }
+}
+
 bool gg__conv2d_fwd_xsmm(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y,
                          void *ws) {
     if (!gg__conv2d_xsmm_supports(s, false)) return false;
@@ -959,18 +974,21 @@ bool gg__conv2d_fwd_xsmm(const gg_conv2d_shape *s, const float *x, const float *
     const int64_t bc = f.bc, bk = f.bk, Cg = s->C / s->G, RS = f.RS, n_br = f.Cgb * RS, P = f.P;
     gg__brgemm_fn kern = gg__xsmm_brgemm_dispatch(bk, s->Wo, bc, bk, s->str_w * bc, bk, true);
     if (!kern) return false;
-    float *xb = ws, *wb = xb + r16(s->N * f.Cb * f.xblock), *rows = wb + r16(f.wsize) + r16(4 * n_br);
+    float *xb = ws, *wt = xb + r16(s->N * f.Cb * f.xblock), *wb = wt + r16(f.wsize);
     unsigned long long *aoff = (unsigned long long *)(void *)(wb + r16(f.wsize)), *boff = aoff + n_br;
+    float *rows = wb + r16(f.wsize) + r16(4 * n_br);
     all_to_blocked(x, s->N, s->C, s->H, s->W, bc, f.Hp, f.Wp, s->pad_t, s->pad_l, xb);
-    /* wb [kb][cgb][r][t][c][k]: the [bk x bc] blocks, column-major */
+    /* wb [kb][cgb][r][t][c][k]: the [bk x bc] blocks, column-major (transposed tiles of wt) */
+    weights_tap_major(s, w, wt);
 #pragma omp parallel for collapse(2) schedule(static) num_threads(gg_get_num_threads()) if (f.wsize > PAR_MIN)
     for (int64_t kb = 0; kb < f.Kb; kb++)
         for (int64_t cg = 0; cg < f.Cgb; cg++)
             for (int64_t j = 0; j < RS; j++) {
                 float *d = wb + ((kb * f.Cgb + cg) * RS + j) * bc * bk;
-                for (int64_t c = 0; c < bc; c++)
-                    for (int64_t k = 0; k < bk; k++)
-                        d[c * bk + k] = w[((kb * bk + k) * Cg + cg * bc + c) * RS + j];
+                const float *src = wt + (j * s->K + kb * bk) * Cg + cg * bc;
+                for (int64_t k = 0; k < bk; k += 16)
+                    for (int64_t c = 0; c < bc; c += 16)
+                        tile_transpose(src + k * Cg + c, Cg, 16, 16, d + c * bk + k, bk, TILE_STORE, NULL);
             }
     for (int64_t cg = 0; cg < f.Cgb; cg++)
         for (int64_t j = 0; j < RS; j++) {
@@ -1008,10 +1026,12 @@ bool gg__conv2d_bwd_data_xsmm(const gg_conv2d_shape *s, const float *dy, const f
     const int64_t HW = s->H * s->W;
     gg__brgemm_fn kern = gg__xsmm_brgemm_dispatch(bc, s->W, bk, bc, bk, bc, true);
     if (!kern) return false;
-    float *dyb = ws, *wd = dyb + r16(s->N * f.Kb * f.dblock), *rows = wd + r16(f.wsize) + r16(4 * n_br);
+    float *dyb = ws, *wt = dyb + r16(s->N * f.Kb * f.dblock), *wd = wt + r16(f.wsize);
     unsigned long long *aoff = (unsigned long long *)(void *)(wd + r16(f.wsize)), *boff = aoff + n_br;
+    float *rows = wd + r16(f.wsize) + r16(4 * n_br);
     all_to_blocked(dy, s->N, s->K, s->Ho, s->Wo, bk, f.Hq, f.Wq, f.at, f.al, dyb);
-    /* wd [cb][kgb][r'][t'][k][c]: the [bc x bk] blocks of the flipped, transposed kernel */
+    /* wd [cb][kgb][r'][t'][k][c]: the [bc x bk] blocks of the flipped, transposed kernel (rows of wt) */
+    weights_tap_major(s, w, wt);
 #pragma omp parallel for collapse(2) schedule(static) num_threads(gg_get_num_threads()) if (f.wsize > PAR_MIN)
     for (int64_t cb = 0; cb < f.Cb; cb++)
         for (int64_t kg = 0; kg < f.Kgb; kg++)
@@ -1019,8 +1039,8 @@ bool gg__conv2d_bwd_data_xsmm(const gg_conv2d_shape *s, const float *dy, const f
                 const int64_t g = cb / f.Cgb, c0 = cb % f.Cgb * bc, k0 = g * Kg + kg * bk;
                 float *d = wd + ((cb * f.Kgb + kg) * RS + j) * bc * bk;
                 for (int64_t k = 0; k < bk; k++)
-                    for (int64_t c = 0; c < bc; c++)
-                        d[k * bc + c] = w[((k0 + k) * Cg + c0 + c) * RS + (RS - 1 - j)];
+                    memcpy(d + k * bc, wt + ((RS - 1 - j) * s->K + k0 + k) * Cg + c0,
+                           (size_t)bc * sizeof(float));
             }
     for (int64_t kg = 0; kg < f.Kgb; kg++)
         for (int64_t j = 0; j < RS; j++) {
@@ -1088,18 +1108,435 @@ bool gg__conv2d_bwd_weight_xsmm(const gg_conv2d_shape *s, const float *x, const 
             }
         }
     }
-    /* dw[k, c, r, t] += the sums of every part, in part order */
+    /* dw[k, c, r, t] += the sums of every part, added in part order */
 #pragma omp parallel for schedule(static) num_threads(nt) if (f.wsize * parts > PAR_MIN)
     for (int64_t pair = 0; pair < pairs; pair++) {
-        const int64_t kb = pair / f.Cgb, cg = pair % f.Cgb;
-        for (int64_t k = 0; k < bk; k++)
-            for (int64_t c = 0; c < bc; c++)
-                for (int64_t j = 0; j < RS; j++) {
-                    float v = 0.0f;
-                    for (int64_t part = 0; part < parts; part++)
-                        v += sums[part * r16(f.wsize) + (pair * RS + j) * bc * bk + k * bc + c];
-                    dw[((kb * bk + k) * Cg + cg * bc + c) * RS + j] += v;
+        const int64_t kb = pair / f.Cgb, cg = pair % f.Cgb, block = RS * bc * bk;
+        float *acc = sums + pair * block;
+        for (int64_t part = 1; part < parts; part++) {
+            const float *o = sums + part * r16(f.wsize) + pair * block;
+            for (int64_t i = 0; i < block; i++) acc[i] += o[i];
+        }
+        for (int64_t k = 0; k < bk; k++) {
+            float *drow = dw + ((kb * bk + k) * Cg + cg * bc) * RS; /* [bc][RS] */
+            const float *src = acc + k * bc;                        /* (tap j, c) at src[j*bc*bk + c] */
+            if (RS <= 16)
+                for (int64_t c = 0; c < bc; c += 16)
+                    tile_transpose(src + c, bc * bk, RS, 16, drow + c * RS, RS, TILE_ADD, NULL);
+            else
+                for (int64_t c = 0; c < bc; c++)
+                    for (int64_t j = 0; j < RS; j++) drow[c * RS + j] += src[j * bc * bk + c];
+        }
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Channel-lane kernel for small groups: C/G == K/G == q in {1, 2, 4, 8} and C a multiple of 16. A block
+ * of 16 channels (16/q whole groups) fills the 16 lanes of a vector, so every FMA is useful: no GEMM
+ * with 1..8-wide dimensions, no zero-padded weight blocks, no junk columns. For lane l of a block, input
+ * channel j of its group is lane (l/q)*q + j of the same block: perm_j(v) moves it to lane l, and the q
+ * permuted copies of a block are made once per task.
+ *   forward  y[k0+l, ho, wo] = sum_{j,r,t} w[k0+l, j, r, t] * perm_j(xb)[ho*sh + r*dh][wo*sw + t*dw][l]
+ *   data     dx[c0+l, hi, wi] += sum_{i,r,t} w[c0 + (l/q)*q + i, l%q, R-1-r, S-1-t] *
+ *                                         perm_i(dyb)[hi + r*dh][wi + t*dw][l]          (stride 1)
+ *   weight   dw[k0+l, j, r, t] += sum_{n,ho,wo} dy[n, k0+l, ho, wo] * perm_j(xb)[ho*sh + r*dh][wo*sw +
+ * t*dw][l] with xb, dyb the padded blocked copies of the brgemm kernel (one block at a time, to_blocked).
+ * Threads: (block, sample) tasks for the forward and data gradient, blocks for the weight gradient (each
+ * sums its samples in order, per-sample float sums added into doubles). Output rows are computed 8
+ * pixels at a time in registers and transposed out with tile_transpose. */
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t i16v __attribute__((vector_size(64)));
+
+static inline v16 ld16(const float *p) {
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void st16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+
+typedef struct lane_geom {
+    int64_t q, nb, RS, Hp, Wp, Hq, Wq, at, al;
+    int64_t plane;      /* floats of one blocked plane, with slack for the 8-pixel blocks */
+    int64_t per_thread; /* floats */
+    int64_t off[GG_CONV_DIRECT_MAX_TAPS];
+} lane_geom;
+
+/* Register blocks of output pixels: one row of 16, or two rows of 8 for narrow outputs (16 accumulators
+ * hide the FMA latency). */
+#define LANE_PIX 16
+
+bool gg__conv2d_lanes_supports(const gg_conv2d_shape *s, bool data_pass) {
+    const int64_t q = s->C / s->G;
+    if (s->K != s->C || (q != 1 && q != 2 && q != 4 && q != 8) || s->C % 16 ||
+        s->R * s->S > GG_CONV_DIRECT_MAX_TAPS)
+        return false;
+    return !data_pass || (s->str_h == 1 && s->str_w == 1);
+}
+
+static void lane_geometry(const gg_conv2d_shape *s, lane_geom *f) {
+    f->q = s->C / s->G, f->nb = s->C / 16, f->RS = s->R * s->S;
+    f->Hp = (s->Ho - 1) * s->str_h + (s->R - 1) * s->dil_h + 1;
+    f->Wp = (s->Wo - 1) * s->str_w + (s->S - 1) * s->dil_w + 1;
+    f->Hq = s->H + (s->R - 1) * s->dil_h, f->Wq = s->W + (s->S - 1) * s->dil_w;
+    f->at = (s->R - 1) * s->dil_h - s->pad_t, f->al = (s->S - 1) * s->dil_w - s->pad_l;
+    /* slack: a block reaches LANE_PIX pixels and one row past the last output */
+    const int64_t pix = imax(imax(f->Hp * f->Wp, f->Hq * f->Wq), s->Ho * s->Wo) + LANE_PIX * s->str_w +
+                        s->str_h * imax(f->Wp, f->Wq);
+    f->plane = r16(pix * 16);
+    /* blocked plane, q permuted planes, blocked dy (weight gradient), output row, double sums */
+    f->per_thread = (2 + f->q) * f->plane + r16(2 * round_up(imax(s->Wo, s->W), LANE_PIX) * 16) +
+                    2 * r16(f->q * f->RS * 16);
+    for (int64_t j = 0; j < f->RS; j++) f->off[j] = j / s->S * s->dil_h * f->Wp + j % s->S * s->dil_w;
+}
+
+size_t gg__conv2d_lanes_workspace(const gg_conv2d_shape *s) {
+    lane_geom f;
+    lane_geometry(s, &f);
+    return (size_t)(r16(s->K * f.q * f.RS) + gg_get_num_threads() * f.per_thread) * sizeof(float);
+}
+
+/* xe + j*plane = perm_j of the npix pixel vectors at xb, for j < q (q > 1). */
+static void lane_copies(const float *xb, int64_t npix, int64_t q, int64_t plane, float *xe) {
+    for (int64_t j = 0; j < q; j++) {
+        i16v idx;
+        for (int l = 0; l < 16; l++) idx[l] = (int32_t)(l / q * q + j);
+        float *d = xe + j * plane;
+        for (int64_t p = 0; p < npix; p++) {
+            const v16 v = ld16(xb + p * 16);
+#if defined(__GNUC__) && !defined(__clang__)
+            st16(d + p * 16, __builtin_shuffle(v, idx));
+#else
+            v16 r;
+            for (int l = 0; l < 16; l++) r[l] = v[idx[l]];
+            st16(d + p * 16, r);
+#endif
+        }
+    }
+}
+
+/* For output rows i < NR and pixels p < NP (constants after inlining):
+ *   out[i*ostride + p*16 ..] = init + sum_{j < q, taps} wv[j*RS + tap] * src[j*plane + (base + i*rstep +
+ *                                                                              off[tap] + p*step)*16]
+ * stored for i < nr, p < np; the other accumulators read slack and are dropped. */
+static inline __attribute__((always_inline)) void lane_block(float *out, int64_t ostride, int64_t nr,
+                                                             int64_t np, v16 init, const float *wv, int64_t q,
+                                                             int64_t RS, const int64_t *off, const float *src,
+                                                             int64_t plane, int64_t base, int64_t rstep,
+                                                             int64_t step, int NR, int NP) {
+    v16 acc[2][16];
+    for (int i = 0; i < NR; i++)
+        for (int p = 0; p < NP; p++) acc[i][p] = init;
+    for (int64_t j = 0; j < q; j++)
+        for (int64_t t = 0; t < RS; t++) {
+            const v16 wt = ld16(wv + (j * RS + t) * 16);
+            const float *xp = src + j * plane + (base + off[t]) * 16;
+            for (int i = 0; i < NR; i++)
+                for (int p = 0; p < NP; p++) acc[i][p] += wt * ld16(xp + (i * rstep + p * step) * 16);
+        }
+    for (int64_t i = 0; i < nr; i++)
+        for (int64_t p = 0; p < np; p++) st16(out + i * ostride + p * 16, acc[i][p]);
+}
+
+static inline v16 lane_perm(v16 v, i16v idx) {
+#if defined(__GNUC__) && !defined(__clang__)
+    return __builtin_shuffle(v, idx);
+#else
+    v16 r;
+    for (int l = 0; l < 16; l++) r[l] = v[idx[l]];
+    return r;
+#endif
+}
+
+static inline i16v lane_index(int64_t q, int64_t j) {
+    i16v idx;
+    for (int l = 0; l < 16; l++) idx[l] = (int32_t)(l / q * q + j);
+    return idx;
+}
+
+/* Horizontal stride and dilation 1, S (a constant after inlining) taps per kernel row: a block of 2 rows x
+ * 8 pixels, for each (j, r) the 8 + S - 1 input pixels of a row loaded and permuted once into registers
+ * and used by S taps (16 accumulators + 8 + S - 1 inputs + a weight fit the 32 registers for S <= 7).
+ *   out[i*ostride + p*16 ..] = init + sum_{j, r, t} wv[(j*R + r)*S + t] * perm_j(src)[base + i*rstep +
+ * r*tstep + p + t] stored for i < nr, p < np; src is the unpermuted blocked plane. */
+static inline __attribute__((always_inline)) void
+lane_block_s1(float *out, int64_t ostride, int64_t nr, int64_t np, v16 init, const float *wv, int64_t q,
+              int64_t R, const float *src, int64_t base, int64_t rstep, int64_t tstep, int S) {
+    v16 acc[2][8];
+    for (int i = 0; i < 2; i++)
+        for (int p = 0; p < 8; p++) acc[i][p] = init;
+    for (int64_t j = 0; j < q; j++) {
+        const i16v idx = lane_index(q, j);
+        for (int64_t r = 0; r < R; r++)
+            for (int i = 0; i < 2; i++) {
+                const float *xr = src + (base + i * rstep + r * tstep) * 16;
+                v16 X[8 + 6];
+                for (int u = 0; u < 8 + S - 1; u++)
+                    X[u] = q > 1 ? lane_perm(ld16(xr + u * 16), idx) : ld16(xr + u * 16);
+                for (int t = 0; t < S; t++) {
+                    const v16 wt = ld16(wv + ((j * R + r) * S + t) * 16);
+                    for (int p = 0; p < 8; p++) acc[i][p] += wt * X[p + t];
                 }
+            }
+    }
+    for (int64_t i = 0; i < nr; i++)
+        for (int64_t p = 0; p < np; p++) st16(out + i * ostride + p * 16, acc[i][p]);
+}
+
+/* Where lane_block_s1 applies (horizontal stride and dilation 1, S in {1, 3, 5, 7}). */
+static bool lane_s1(const gg_conv2d_shape *s, bool data_pass) {
+    return (data_pass || (s->str_w == 1)) && s->dil_w == 1 &&
+           (s->S == 1 || s->S == 3 || s->S == 5 || s->S == 7);
+}
+
+/* One block's output plane: rows [0, n_rows) of `width` pixels computed two rows at a time into `row`
+ * ([2][width][16]) and each transposed into dst (planes pstride floats apart, rows of `width`): stored
+ * (forward, plus nothing: the bias is in init) or added (data gradient).
+ * s1: lane_block_s1 on the unpermuted plane xb (row pitch `pitch` pixels; output rows rstep apart,
+ * kernel rows tstep apart); otherwise lane_block on the q permuted copies xe (tap offsets off[],
+ * pixels `step` apart). */
+typedef struct lane_src {
+    bool s1;
+    const float *xb, *xe;
+    int64_t plane, rstep, tstep, step, R, S;
+    const int64_t *off;
+} lane_src;
+
+static void lane_plane(float *row, int64_t n_rows, int64_t width, v16 init, const float *wv, int64_t q,
+                       const lane_src *a, float *dst, int64_t pstride, int op) {
+    const int64_t RS = a->R * a->S;
+    for (int64_t h = 0; h < n_rows; h += 2) {
+        const int64_t nr = imin(2, n_rows - h);
+        for (int64_t p = 0; p < width; p += 8) {
+            const int64_t np = imin(8, width - p), base = h * a->rstep + p * a->step;
+            float *o = row + p * 16;
+            if (a->s1) switch (a->S) {
+                case 1:
+                    lane_block_s1(o, width * 16, nr, np, init, wv, q, a->R, a->xb, base, a->rstep, a->tstep,
+                                  1);
+                    break;
+                case 3:
+                    lane_block_s1(o, width * 16, nr, np, init, wv, q, a->R, a->xb, base, a->rstep, a->tstep,
+                                  3);
+                    break;
+                case 5:
+                    lane_block_s1(o, width * 16, nr, np, init, wv, q, a->R, a->xb, base, a->rstep, a->tstep,
+                                  5);
+                    break;
+                default:
+                    lane_block_s1(o, width * 16, nr, np, init, wv, q, a->R, a->xb, base, a->rstep, a->tstep,
+                                  7);
+                    break;
+                }
+            else
+                lane_block(o, width * 16, nr, np, init, wv, q, RS, a->off, a->xe, a->plane, base, a->rstep,
+                           a->step, 2, 8);
+        }
+        for (int64_t i = 0; i < nr; i++)
+            for (int64_t j = 0; j < width; j += 16)
+                tile_transpose(row + (i * width + j) * 16, 16, imin(16, width - j), 16,
+                               dst + (h + i) * width + j, pstride, op, NULL);
+    }
+}
+
+bool gg__conv2d_fwd_lanes(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y,
+                          void *ws) {
+    if (!gg__conv2d_lanes_supports(s, false)) return false;
+    lane_geom f;
+    lane_geometry(s, &f);
+    const int64_t q = f.q, RS = f.RS, HW = s->H * s->W, P = s->Ho * s->Wo;
+    float *wv = ws; /* [block][j][tap][lane] */
+    for (int64_t cb = 0; cb < f.nb; cb++)
+        for (int64_t j = 0; j < q; j++)
+            for (int64_t t = 0; t < RS; t++)
+                for (int l = 0; l < 16; l++)
+                    wv[((cb * q + j) * RS + t) * 16 + l] = w[((cb * 16 + l) * q + j) * RS + t];
+#pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * P * q * RS > PAR_MIN)
+    {
+        float *xb = (float *)ws + r16(s->K * q * RS) + thread_id() * f.per_thread, *xe = xb + f.plane;
+        float *row = xe + q * f.plane;
+        const lane_src a = {.s1 = lane_s1(s, false),
+                            .xb = xb,
+                            .xe = q > 1 ? xe : xb,
+                            .plane = f.plane,
+                            .rstep = s->str_h * f.Wp,
+                            .tstep = s->dil_h * f.Wp,
+                            .step = s->str_w,
+                            .R = s->R,
+                            .S = s->S,
+                            .off = f.off};
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < f.nb * s->N; task++) {
+            const int64_t cb = task / s->N, n = task % s->N;
+            to_blocked(x + (n * s->C + cb * 16) * HW, s->H, s->W, 16, f.Hp, f.Wp, s->pad_t, s->pad_l, xb);
+            if (!a.s1 && q > 1) lane_copies(xb, f.Hp * f.Wp, q, f.plane, xe);
+            v16 init = {0};
+            if (b) init = ld16(b + cb * 16);
+            lane_plane(row, s->Ho, s->Wo, init, wv + cb * q * RS * 16, q, &a, y + (n * s->K + cb * 16) * P, P,
+                       TILE_STORE);
+        }
+    }
+    return true;
+}
+
+bool gg__conv2d_bwd_data_lanes(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx,
+                               void *ws) {
+    if (!gg__conv2d_lanes_supports(s, true)) return false;
+    lane_geom f;
+    lane_geometry(s, &f);
+    const int64_t q = f.q, RS = f.RS, HW = s->H * s->W, P = s->Ho * s->Wo;
+    int64_t off[GG_CONV_DIRECT_MAX_TAPS];
+    for (int64_t j = 0; j < RS; j++) off[j] = j / s->S * s->dil_h * f.Wq + j % s->S * s->dil_w;
+    float *wv = ws; /* [block][i][tap'][lane]: w[c0 + (l/q)*q + i, l%q, flipped tap] */
+    for (int64_t cb = 0; cb < f.nb; cb++)
+        for (int64_t i = 0; i < q; i++)
+            for (int64_t t = 0; t < RS; t++)
+                for (int l = 0; l < 16; l++)
+                    wv[((cb * q + i) * RS + t) * 16 + l] =
+                        w[((cb * 16 + l / q * q + i) * q + l % q) * RS + RS - 1 - t];
+#pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * P * q * RS > PAR_MIN)
+    {
+        float *db = (float *)ws + r16(s->K * q * RS) + thread_id() * f.per_thread, *de = db + f.plane;
+        float *row = de + q * f.plane;
+        const v16 zero = {0};
+        const lane_src a = {.s1 = lane_s1(s, true),
+                            .xb = db,
+                            .xe = q > 1 ? de : db,
+                            .plane = f.plane,
+                            .rstep = f.Wq,
+                            .tstep = s->dil_h * f.Wq,
+                            .step = 1,
+                            .R = s->R,
+                            .S = s->S,
+                            .off = off};
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < f.nb * s->N; task++) {
+            const int64_t cb = task / s->N, n = task % s->N;
+            to_blocked(dy + (n * s->K + cb * 16) * P, s->Ho, s->Wo, 16, f.Hq, f.Wq, f.at, f.al, db);
+            if (!a.s1 && q > 1) lane_copies(db, f.Hq * f.Wq, q, f.plane, de);
+            lane_plane(row, s->H, s->W, zero, wv + cb * q * RS * 16, q, &a, dx + (n * s->C + cb * 16) * HW,
+                       HW, TILE_ADD);
+        }
+    }
+    return true;
+}
+
+/* sums[tt] += lanes of sum_{ho, wo} d[ho][wo] * src[(ho*sh*Wp + wo*sw + off[tt])*16] for tt < 9 */
+static void lane_tap_dots(const float *d, int64_t Ho, int64_t Wo, const float *src, int64_t Wp, int64_t sh,
+                          int64_t sw, const int64_t *off, v16 *sums) {
+    v16 acc[9];
+    for (int t = 0; t < 9; t++) acc[t] = (v16){0};
+    for (int64_t ho = 0; ho < Ho; ho++)
+        for (int64_t wo = 0; wo < Wo; wo++) {
+            const v16 dv = ld16(d + (ho * Wo + wo) * 16);
+            const float *xp = src + (ho * sh * Wp + wo * sw) * 16;
+            for (int t = 0; t < 9; t++) acc[t] += dv * ld16(xp + off[t] * 16);
+        }
+    for (int t = 0; t < 9; t++) sums[t] += acc[t];
+}
+
+/* Horizontal stride and dilation 1, S taps per kernel row (a constant after inlining): for each kernel
+ * row r, sums[r*S + t] += lanes of sum over output pixels (ho, wo) of
+ *   d[ho][wo] * perm_j(xb)[ho*rstep + r*tstep + wo + t]
+ * Blocks of NP output pixels: NP dy vectors and the NP + S - 1 inputs in registers, NA accumulators per tap
+ * (pixel p feeds copy p % NA) so that S*NA chains hide the FMA latency. d is [Ho][Wd][16] with zero
+ * columns past Wo up to Wd, a multiple of NP. */
+static inline __attribute__((always_inline)) void lane_wgrad_s1(const float *d, int64_t Ho, int64_t Wd,
+                                                                const float *xb, int64_t rstep, int64_t tstep,
+                                                                int64_t R, int64_t q, int64_t j, v16 *sums,
+                                                                int S, int NP, int NA) {
+    const i16v idx = lane_index(q, j);
+    for (int64_t r = 0; r < R; r++) {
+        v16 acc[7][8];
+        for (int t = 0; t < S; t++)
+            for (int a = 0; a < NA; a++) acc[t][a] = (v16){0};
+        for (int64_t ho = 0; ho < Ho; ho++)
+            for (int64_t wo = 0; wo < Wd; wo += NP) {
+                const float *xr = xb + (ho * rstep + r * tstep + wo) * 16, *dr = d + (ho * Wd + wo) * 16;
+                v16 D[8], X[8 + 6];
+                for (int p = 0; p < NP; p++) D[p] = ld16(dr + p * 16);
+                for (int u = 0; u < NP + S - 1; u++)
+                    X[u] = q > 1 ? lane_perm(ld16(xr + u * 16), idx) : ld16(xr + u * 16);
+                for (int p = 0; p < NP; p++)
+                    for (int t = 0; t < S; t++) acc[t][p % NA] += D[p] * X[p + t];
+            }
+        for (int t = 0; t < S; t++) {
+            v16 v = acc[t][0];
+            for (int a = 1; a < NA; a++) v += acc[t][a];
+            sums[r * S + t] += v;
+        }
+    }
+}
+
+bool gg__conv2d_bwd_weight_lanes(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
+                                 void *ws) {
+    if (!gg__conv2d_lanes_supports(s, false)) return false;
+    lane_geom f;
+    lane_geometry(s, &f);
+    const int64_t q = f.q, RS = f.RS, HW = s->H * s->W, P = s->Ho * s->Wo;
+#pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * P * q * RS > PAR_MIN)
+    {
+        float *xb = (float *)ws + r16(s->K * q * RS) + thread_id() * f.per_thread, *xe = xb + f.plane;
+        float *dyb = xe + q * f.plane;
+        double *sums =
+            (double *)(void *)(dyb + f.plane + r16(2 * round_up(imax(s->Wo, s->W), LANE_PIX) * 16));
+        const bool s1 = lane_s1(s, false);
+        /* the s1 kernel reads (and multiplies by zero) the slack after the last row: keep it finite */
+        memset(xb, 0, (size_t)f.plane * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t cb = 0; cb < f.nb; cb++) {
+            memset(sums, 0, (size_t)(q * RS * 16) * sizeof(double));
+            for (int64_t n = 0; n < s->N; n++) {
+                to_blocked(x + (n * s->C + cb * 16) * HW, s->H, s->W, 16, f.Hp, f.Wp, s->pad_t, s->pad_l, xb);
+                if (s1) {
+                    /* dy with zero columns up to a multiple of 8; the inputs those meet are read, not used */
+                    const int64_t Wd = round_up(s->Wo, 8);
+                    to_blocked(dy + (n * s->K + cb * 16) * P, s->Ho, s->Wo, 16, s->Ho, Wd, 0, 0, dyb);
+                    for (int64_t j = 0; j < q; j++) {
+                        v16 part[GG_CONV_DIRECT_MAX_TAPS];
+                        for (int64_t t = 0; t < RS; t++) part[t] = (v16){0};
+                        const int64_t rs = s->str_h * f.Wp, ts = s->dil_h * f.Wp;
+                        switch (s->S) {
+                        case 1:
+                            lane_wgrad_s1(dyb, s->Ho, Wd, xb, rs, ts, s->R, q, j, part, 1, 8, 8);
+                            break;
+                        case 3:
+                            lane_wgrad_s1(dyb, s->Ho, Wd, xb, rs, ts, s->R, q, j, part, 3, 8, 4);
+                            break;
+                        case 5:
+                            lane_wgrad_s1(dyb, s->Ho, Wd, xb, rs, ts, s->R, q, j, part, 5, 8, 2);
+                            break;
+                        default:
+                            lane_wgrad_s1(dyb, s->Ho, Wd, xb, rs, ts, s->R, q, j, part, 7, 4, 2);
+                            break;
+                        }
+                        for (int64_t t = 0; t < RS; t++)
+                            for (int l = 0; l < 16; l++) sums[(j * RS + t) * 16 + l] += part[t][l];
+                    }
+                    continue;
+                }
+                const float *src = xb;
+                if (q > 1) lane_copies(xb, f.Hp * f.Wp, q, f.plane, xe), src = xe;
+                to_blocked(dy + (n * s->K + cb * 16) * P, s->Ho, s->Wo, 16, s->Ho, s->Wo, 0, 0, dyb);
+                for (int64_t j = 0; j < q; j++)
+                    for (int64_t t0 = 0; t0 < RS; t0 += 9) {
+                        const int64_t nt = imin(9, RS - t0);
+                        int64_t off[9] = {0};
+                        for (int64_t tt = 0; tt < nt; tt++) off[tt] = f.off[t0 + tt];
+                        v16 part[9];
+                        for (int tt = 0; tt < 9; tt++) part[tt] = (v16){0};
+                        lane_tap_dots(dyb, s->Ho, s->Wo, src + j * f.plane, f.Wp, s->str_h, s->str_w, off,
+                                      part);
+                        for (int64_t tt = 0; tt < nt; tt++)
+                            for (int l = 0; l < 16; l++) sums[(j * RS + t0 + tt) * 16 + l] += part[tt][l];
+                    }
+            }
+            for (int l = 0; l < 16; l++)
+                for (int64_t j = 0; j < q; j++)
+                    for (int64_t t = 0; t < RS; t++)
+                        dw[((cb * 16 + l) * q + j) * RS + t] += (float)sums[(j * RS + t) * 16 + l];
+        }
     }
     return true;
 }

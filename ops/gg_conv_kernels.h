@@ -27,6 +27,7 @@ typedef enum gg_conv_algo {
     GG_CONV_ALGO_GEMM,   /* im2col + BLIS GEMM, one GEMM per group over a chunk of the batch */
     GG_CONV_ALGO_DIRECT, /* shifted-plane loops, no im2col; OpenMP over (n, g) */
     GG_CONV_ALGO_XSMM,   /* libxsmm batch-reduce GEMMs on blocked copies, no im2col (C/G, K/G % 16 == 0) */
+    GG_CONV_ALGO_LANES,  /* small groups (C/G == K/G <= 8) with 16 channels in the vector lanes */
     GG_CONV_ALGO_COUNT
 } gg_conv_algo;
 
@@ -74,6 +75,19 @@ bool gg__conv2d_fwd_xsmm(const gg_conv2d_shape *s, const float *x, const float *
 bool gg__conv2d_bwd_data_xsmm(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx, void *ws);
 bool gg__conv2d_bwd_weight_xsmm(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
                                 void *ws);
+
+/* ---- channel-lane kernel for small groups ----
+ * For C/G == K/G in {1, 2, 4, 8} with C a multiple of 16; the data gradient also needs stride 1.
+ * ws: gg__conv2d_lanes_workspace(s) bytes for gg_get_num_threads() threads. Return false (nothing
+ * written) on shapes they do not support. */
+bool gg__conv2d_lanes_supports(const gg_conv2d_shape *s, bool data_pass);
+size_t gg__conv2d_lanes_workspace(const gg_conv2d_shape *s);
+bool gg__conv2d_fwd_lanes(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y,
+                          void *ws);
+bool gg__conv2d_bwd_data_lanes(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx,
+                               void *ws);
+bool gg__conv2d_bwd_weight_lanes(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
+                                 void *ws);
 
 /* db += sum over n, ho, wo of dy (double accumulation, OpenMP over channels). */
 void gg__conv2d_bwd_bias(const gg_conv2d_shape *s, const float *dy, float *db);

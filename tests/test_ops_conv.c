@@ -71,9 +71,9 @@ static int backward_sum(gg_tensor *y) {
 /* A forced algorithm that does not apply to a shape (xsmm on C/G or K/G not a multiple of 16) falls back
  * to the plan's choice. */
 static const gg_conv_algo ALGOS[] = {GG_CONV_ALGO_REF, GG_CONV_ALGO_GEMM, GG_CONV_ALGO_DIRECT,
-                                     GG_CONV_ALGO_XSMM};
-#define N_ALGOS 4
-static const char *const ALGO_NAMES[] = {"auto", "ref", "gemm", "direct", "xsmm"};
+                                     GG_CONV_ALGO_XSMM, GG_CONV_ALGO_LANES};
+#define N_ALGOS 5
+static const char *const ALGO_NAMES[] = {"auto", "ref", "gemm", "direct", "xsmm", "lanes"};
 
 /* ---- hand-computed ---- */
 
@@ -246,7 +246,11 @@ ParameterizedTestParameters(conv_grad, grid) {
                                {1, 1, 1, PAD_1, 3, 16, 16, GG_CONV_ALGO_XSMM},
                                {2, 2, 1, PAD_ASYM, 3, 32, 32, GG_CONV_ALGO_XSMM},
                                {1, 1, 2, PAD_SAME, 5, 16, 16, GG_CONV_ALGO_XSMM},
-                               {1, 1, 1, PAD_0, 1, 16, 32, GG_CONV_ALGO_XSMM}};
+                               {1, 1, 1, PAD_0, 1, 16, 32, GG_CONV_ALGO_XSMM},
+                               /* the lane kernel: 16 channels in groups of 1 (depthwise), 2 and 8 */
+                               {16, 1, 1, PAD_1, 3, 16, 16, GG_CONV_ALGO_LANES},
+                               {8, 2, 2, PAD_ASYM, 3, 16, 16, GG_CONV_ALGO_LANES},
+                               {2, 1, 1, PAD_SAME, 5, 16, 16, GG_CONV_ALGO_LANES}};
     for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) cases[n++] = extra[i];
     return cr_make_param_array(grad_case, cases, n, free_cases);
 }
@@ -434,6 +438,30 @@ static void check_fast(const fast_case *f, const char *name) {
         cr_assert_not(gg__conv2d_fwd_xsmm(&s, x, w, b, y, NULL), "%s: xsmm accepted a shape it cannot do",
                       name);
     }
+    /* the channel-lane kernel for small groups (C/G == K/G <= 8, C % 16 == 0; dx needs stride 1) */
+    if (gg__conv2d_lanes_supports(&s, false)) {
+        float *dx2 = rand_buf(nx, 5), *dw2 = rand_buf(nw, 6);
+        ws = gg_alloc(gg__conv2d_lanes_workspace(&s));
+        cr_assert_not_null(ws);
+        cr_assert(gg__conv2d_fwd_lanes(&s, x, w, b, y, ws));
+        snprintf(what, sizeof what, "%s: lanes forward", name);
+        assert_close(y, y_ref, ny, 1e-4, what);
+        const bool data = gg__conv2d_lanes_supports(&s, true);
+        cr_assert_eq(gg__conv2d_bwd_data_lanes(&s, dy, w, dx2, ws), data, "%s: lanes dx", name);
+        if (data) {
+            snprintf(what, sizeof what, "%s: lanes dx", name);
+            assert_close(dx2, dx_ref, nx, 1e-4, what);
+        }
+        cr_assert(gg__conv2d_bwd_weight_lanes(&s, x, dy, dw2, ws));
+        snprintf(what, sizeof what, "%s: lanes dw", name);
+        assert_close(dw2, dw_ref, nw, 1e-4, what);
+        gg_free(ws);
+        free(dx2);
+        free(dw2);
+    } else {
+        cr_assert_not(gg__conv2d_fwd_lanes(&s, x, w, b, y, NULL), "%s: lanes accepted a shape it cannot do",
+                      name);
+    }
     float *all[] = {x, w, b, dy, y_ref, y, dx_ref, dx, dw_ref, dw, db_ref, db};
     for (int i = 0; i < 12; i++) free(all[i]);
 }
@@ -511,6 +539,27 @@ Test(conv_fast, xsmm_shapes) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char name[32];
         snprintf(name, sizeof name, "xsmm case %zu", i);
+        check_fast(&cases[i], name);
+    }
+}
+
+Test(conv_fast, lanes_shapes) {
+    /* N C H W K R S G sh sw pt pb pl pr dh dw */
+    const fast_case cases[] = {
+        {3, 32, 9, 11, 32, 3, 3, 32, 1, 1, 1, 1, 1, 1, 1, 1},  /* depthwise, odd sizes */
+        {2, 64, 8, 8, 64, 3, 3, 8, 1, 1, 1, 1, 1, 1, 1, 1},    /* groups of 8 on 8x8 planes */
+        {2, 32, 19, 21, 32, 3, 3, 16, 1, 1, 1, 1, 1, 1, 1, 1}, /* groups of 2, rows wider than a tile */
+        {2, 16, 11, 9, 16, 5, 5, 4, 1, 1, 2, 1, 0, 3, 1, 1},   /* groups of 4, 5x5, asymmetric padding */
+        {2, 16, 13, 12, 16, 7, 7, 16, 1, 1, 3, 3, 3, 3, 1, 1}, /* 7x7 depthwise */
+        {2, 32, 12, 15, 32, 3, 3, 4, 2, 2, 1, 1, 1, 1, 1, 1},  /* stride 2 (no dx kernel) */
+        {2, 16, 14, 13, 16, 3, 3, 8, 1, 1, 2, 2, 2, 2, 2, 2},  /* dilation 2 (the generic blocks) */
+        {1, 16, 9, 10, 16, 3, 2, 2, 1, 1, 1, 0, 0, 1, 1, 1},   /* even kernel width (generic blocks) */
+        {2, 48, 6, 5, 48, 1, 1, 48, 1, 1, 0, 0, 0, 0, 1, 1},   /* 1x1 depthwise (a scale) */
+        {3, 16, 7, 9, 16, 3, 3, 4, 2, 1, 1, 1, 1, 1, 1, 1},    /* vertical stride only */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "lanes case %zu", i);
         check_fast(&cases[i], name);
     }
 }
