@@ -866,17 +866,19 @@ size_t gg__conv2d_xsmm_workspace(const gg_conv2d_shape *s) {
     return (size_t)imax(fwd, imax(data, weight)) * sizeof(float);
 }
 
-/* One tile of a transpose: dst[j*ds + i] (op)= src[i*ss + j] for i < ni, j < nj (both <= 16), where op
- * stores (plus bias[j] when bias is not NULL) or adds. With AVX-512: 16 masked row loads, a 16x16
- * in-register transpose (unpack, shuffle, two 128-bit lane shuffles), 16 masked row stores. */
+/* One tile of a transpose: dst[mj*ds + i] (op)= src[mi*ss + j] for i < ni, j < nj (both <= 16), with
+ * mi = lmap[i] and mj = smap[j] (identity maps when NULL), where op stores (plus bias[j] when bias is not
+ * NULL) or adds. With AVX-512: 16 masked row loads, a 16x16 in-register transpose (unpack, shuffle, two
+ * 128-bit lane shuffles), 16 masked row stores. */
 enum { TILE_STORE, TILE_ADD };
-static inline void tile_transpose(const float *src, int64_t ss, int64_t ni, int64_t nj, float *dst,
-                                  int64_t ds, int op, const float *bias) {
+static inline void tile_transpose_map(const float *src, int64_t ss, int64_t ni, int64_t nj, float *dst,
+                                      int64_t ds, int op, const float *bias, const int32_t *lmap,
+                                      const int32_t *smap) {
 #if defined(__AVX512F__)
     const __mmask16 mi = (__mmask16)((1u << ni) - 1u), mj = (__mmask16)((1u << nj) - 1u);
     __m512 r[16], t[16];
     for (int i = 0; i < 16; i++)
-        r[i] = i < ni ? _mm512_maskz_loadu_ps(mj, src + i * ss) : _mm512_setzero_ps();
+        r[i] = i < ni ? _mm512_maskz_loadu_ps(mj, src + (lmap ? lmap[i] : i) * ss) : _mm512_setzero_ps();
     for (int i = 0; i < 16; i += 2) {
         t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
@@ -901,25 +903,34 @@ static inline void tile_transpose(const float *src, int64_t ss, int64_t ni, int6
     }
     for (int j = 0; j < nj; j++) { /* r[j]: column j of the tile */
         __m512 v = r[j];
-        if (op == TILE_ADD) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mi, dst + j * ds));
+        float *d = dst + (smap ? smap[j] : j) * ds;
+        if (op == TILE_ADD) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mi, d));
         else if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[j]));
-        _mm512_mask_storeu_ps(dst + j * ds, mi, v);
+        _mm512_mask_storeu_ps(d, mi, v);
     }
 #else
     for (int64_t j = 0; j < nj; j++) {
         const float add = bias ? bias[j] : 0.0f;
+        float *d = dst + (smap ? smap[j] : j) * ds;
         for (int64_t i = 0; i < ni; i++) {
-            if (op == TILE_ADD) dst[j * ds + i] += src[i * ss + j];
-            else dst[j * ds + i] = src[i * ss + j] + add;
+            const float v = src[(lmap ? lmap[i] : i) * ss + j];
+            if (op == TILE_ADD) d[i] += v;
+            else d[i] = v + add;
         }
     }
 #endif
 }
 
+static inline void tile_transpose(const float *src, int64_t ss, int64_t ni, int64_t nj, float *dst,
+                                  int64_t ds, int op, const float *bias) {
+    tile_transpose_map(src, ss, ni, nj, dst, ds, op, bias, NULL, NULL);
+}
+
 /* dst (one block) [Hd][Wd][blk] from the blk planes src [blk][H][W] (plane stride H*W):
- * dst(i, j, c) = src[c][i - top][j - left], zero outside the planes. blk is a multiple of 16. */
-static void to_blocked(const float *src, int64_t H, int64_t W, int64_t blk, int64_t Hd, int64_t Wd,
-                       int64_t top, int64_t left, float *dst) {
+ * dst(i, j, c) = src[m(c)][i - top][j - left], zero outside the planes, with m(c) = cmap[c] (a block of 16
+ * with a lane map) or c (cmap NULL). blk is a multiple of 16. */
+static void to_blocked_map(const float *src, int64_t H, int64_t W, int64_t blk, int64_t Hd, int64_t Wd,
+                           int64_t top, int64_t left, float *dst, const int32_t *cmap) {
     const int64_t HW = H * W, jlo = imin(Wd, imax(0, left)), jhi = imax(jlo, imin(Wd, left + W));
     for (int64_t i = 0; i < Hd; i++) {
         float *d = dst + i * Wd * blk;
@@ -932,10 +943,15 @@ static void to_blocked(const float *src, int64_t H, int64_t W, int64_t blk, int6
         const float *sr = src + h * W - left;
         for (int64_t j = jlo; j < jhi; j += 16)
             for (int64_t c = 0; c < blk; c += 16)
-                tile_transpose(sr + c * HW + j, HW, 16, imin(16, jhi - j), d + j * blk + c, blk, TILE_STORE,
-                               NULL);
+                tile_transpose_map(sr + c * HW + j, HW, 16, imin(16, jhi - j), d + j * blk + c, blk,
+                                   TILE_STORE, NULL, cmap, NULL);
         memset(d + jhi * blk, 0, (size_t)((Wd - jhi) * blk) * sizeof(float));
     }
+}
+
+static void to_blocked(const float *src, int64_t H, int64_t W, int64_t blk, int64_t Hd, int64_t Wd,
+                       int64_t top, int64_t left, float *dst) {
+    to_blocked_map(src, H, W, blk, Hd, Wd, top, left, dst, NULL);
 }
 
 /* The blocked copy of every (n, c block) of t [N, nch, H, W]. */
@@ -1133,21 +1149,26 @@ bool gg__conv2d_bwd_weight_xsmm(const gg_conv2d_shape *s, const float *x, const 
 
 /* ---------------------------------------------------------------------------------------------------
  * Channel-lane kernel for small groups: C/G == K/G == q in {1, 2, 4, 8} and C a multiple of 16. A block
- * of 16 channels (16/q whole groups) fills the 16 lanes of a vector, so every FMA is useful: no GEMM
- * with 1..8-wide dimensions, no zero-padded weight blocks, no junk columns. For lane l of a block, input
- * channel j of its group is lane (l/q)*q + j of the same block: perm_j(v) moves it to lane l, and the q
- * permuted copies of a block are made once per task.
- *   forward  y[k0+l, ho, wo] = sum_{j,r,t} w[k0+l, j, r, t] * perm_j(xb)[ho*sh + r*dh][wo*sw + t*dw][l]
- *   data     dx[c0+l, hi, wi] += sum_{i,r,t} w[c0 + (l/q)*q + i, l%q, R-1-r, S-1-t] *
- *                                         perm_i(dyb)[hi + r*dh][wi + t*dw][l]          (stride 1)
- *   weight   dw[k0+l, j, r, t] += sum_{n,ho,wo} dy[n, k0+l, ho, wo] * perm_j(xb)[ho*sh + r*dh][wo*sw +
- * t*dw][l] with xb, dyb the padded blocked copies of the brgemm kernel (one block at a time, to_blocked).
- * Threads: (block, sample) tasks for the forward and data gradient, blocks for the weight gradient (each
- * sums its samples in order, per-sample float sums added into doubles). Output rows are computed 8
- * pixels at a time in registers and transposed out with tile_transpose. */
+ * of 16 channels (g = 16/q whole groups) fills the 16 lanes of a vector, so every FMA is useful: no GEMM
+ * with 1..8-wide dimensions, no zero-padded weight blocks, no junk columns. The lanes are interleaved:
+ * lane l holds channel m(l) = (l % g)*q + l/g of the block (channel l/g of group l % g), so that channel
+ * j of every lane's group, perm_j(v)[l] = v[j*g + l % g], is segment j (g floats) of v repeated: one
+ * broadcast load (vbroadcastss / sd / f32x4 / f32x8), no shuffle. Copies in and out go through m.
+ *   forward  y[k0+m(l), ho, wo] = sum_{j,r,t} w[k0+m(l), j, r, t] * perm_j(xb)[ho*sh + r*dh][wo*sw + t*dw][l]
+ *   data     dx[c0+m(l), hi, wi] += sum_{i,r,t} w[c0 + (l%g)*q + i, l/g, R-1-r, S-1-t] *
+ *                                              perm_i(dyb)[hi + r*dh][wi + t*dw][l]     (stride 1)
+ *   weight   dw[k0+m(l), j, r, t] += sum_{n,ho,wo} dy[n, k0+m(l), ho, wo] *
+ *                                                  perm_j(xb)[ho*sh + r*dh][wo*sw + t*dw][l]
+ * with xb, dyb padded blocked copies as in the brgemm kernel, one block at a time (to_blocked_map).
+ * Horizontal stride and dilation 1 with S in {1, 3, 5, 7} (the usual case) keep each input row's
+ * broadcast pixels in registers for all S taps; other geometries go through q broadcast copies of the
+ * block. Threads: (block, sample) tasks for the forward and data gradient, blocks for the weight gradient
+ * (each sums its samples in order, per-sample float sums added into doubles). Output rows are computed 2
+ * rows x 8 pixels at a time in registers and transposed out with tile_transpose_map. */
 
 typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t i16v __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef double v8d __attribute__((vector_size(64)));
 
 static inline v16 ld16(const float *p) {
     v16 v;
@@ -1157,15 +1178,12 @@ static inline v16 ld16(const float *p) {
 static inline void st16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
 typedef struct lane_geom {
-    int64_t q, nb, RS, Hp, Wp, Hq, Wq, at, al;
-    int64_t plane;      /* floats of one blocked plane, with slack for the 8-pixel blocks */
+    int64_t q, g, nb, RS, Hp, Wp, Hq, Wq, at, al;
+    int64_t plane;      /* floats of one blocked plane, with slack for the register blocks */
     int64_t per_thread; /* floats */
+    int32_t map[16];    /* m(l) */
     int64_t off[GG_CONV_DIRECT_MAX_TAPS];
 } lane_geom;
-
-/* Register blocks of output pixels: one row of 16, or two rows of 8 for narrow outputs (16 accumulators
- * hide the FMA latency). */
-#define LANE_PIX 16
 
 bool gg__conv2d_lanes_supports(const gg_conv2d_shape *s, bool data_pass) {
     const int64_t q = s->C / s->G;
@@ -1176,18 +1194,19 @@ bool gg__conv2d_lanes_supports(const gg_conv2d_shape *s, bool data_pass) {
 }
 
 static void lane_geometry(const gg_conv2d_shape *s, lane_geom *f) {
-    f->q = s->C / s->G, f->nb = s->C / 16, f->RS = s->R * s->S;
+    f->q = s->C / s->G, f->g = 16 / f->q, f->nb = s->C / 16, f->RS = s->R * s->S;
     f->Hp = (s->Ho - 1) * s->str_h + (s->R - 1) * s->dil_h + 1;
     f->Wp = (s->Wo - 1) * s->str_w + (s->S - 1) * s->dil_w + 1;
     f->Hq = s->H + (s->R - 1) * s->dil_h, f->Wq = s->W + (s->S - 1) * s->dil_w;
     f->at = (s->R - 1) * s->dil_h - s->pad_t, f->al = (s->S - 1) * s->dil_w - s->pad_l;
-    /* slack: a block reaches LANE_PIX pixels and one row past the last output */
-    const int64_t pix = imax(imax(f->Hp * f->Wp, f->Hq * f->Wq), s->Ho * s->Wo) + LANE_PIX * s->str_w +
+    /* slack: a register block reaches 16 pixels and one row past the last output row */
+    const int64_t pix = imax(imax(f->Hp * f->Wp, f->Hq * f->Wq), s->Ho * (s->Wo + 8)) + 16 * s->str_w +
                         s->str_h * imax(f->Wp, f->Wq);
     f->plane = r16(pix * 16);
-    /* blocked plane, q permuted planes, blocked dy (weight gradient), output row, double sums */
-    f->per_thread = (2 + f->q) * f->plane + r16(2 * round_up(imax(s->Wo, s->W), LANE_PIX) * 16) +
-                    2 * r16(f->q * f->RS * 16);
+    /* blocked plane, q broadcast planes, blocked dy (weight gradient), 2 output rows, double sums */
+    f->per_thread =
+        (2 + f->q) * f->plane + r16(2 * round_up(imax(s->Wo, s->W), 8) * 16) + 2 * r16(f->q * f->RS * 16);
+    for (int l = 0; l < 16; l++) f->map[l] = (int32_t)(l % f->g * f->q + l / f->g);
     for (int64_t j = 0; j < f->RS; j++) f->off[j] = j / s->S * s->dil_h * f->Wp + j % s->S * s->dil_w;
 }
 
@@ -1197,105 +1216,147 @@ size_t gg__conv2d_lanes_workspace(const gg_conv2d_shape *s) {
     return (size_t)(r16(s->K * f.q * f.RS) + gg_get_num_threads() * f.per_thread) * sizeof(float);
 }
 
+/* perm_j of the pixel vector at p: its G-float segment j repeated (G = 16/q, a constant after inlining;
+ * G == 16 is the vector itself). */
+static inline __attribute__((always_inline)) v16 lane_bcast(const float *p, int64_t j, int G) {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+    switch (G) {
+    case 1:
+        return (v16)_mm512_set1_ps(p[j]);
+    case 2: {
+        double d;
+        memcpy(&d, p + 2 * j, sizeof d);
+        return (v16)_mm512_castpd_ps(_mm512_set1_pd(d));
+    }
+    case 4:
+        return (v16)_mm512_broadcast_f32x4(_mm_loadu_ps(p + 4 * j));
+    case 8:
+        return (v16)_mm512_broadcast_f32x8(_mm256_loadu_ps(p + 8 * j));
+    default:
+        return ld16(p);
+    }
+#else
+    v16 r;
+    for (int l = 0; l < 16; l++) r[l] = p[j * G % 16 + l % G];
+    return r;
+#endif
+}
+
 /* xe + j*plane = perm_j of the npix pixel vectors at xb, for j < q (q > 1). */
 static void lane_copies(const float *xb, int64_t npix, int64_t q, int64_t plane, float *xe) {
     for (int64_t j = 0; j < q; j++) {
-        i16v idx;
-        for (int l = 0; l < 16; l++) idx[l] = (int32_t)(l / q * q + j);
         float *d = xe + j * plane;
-        for (int64_t p = 0; p < npix; p++) {
-            const v16 v = ld16(xb + p * 16);
-#if defined(__GNUC__) && !defined(__clang__)
-            st16(d + p * 16, __builtin_shuffle(v, idx));
-#else
-            v16 r;
-            for (int l = 0; l < 16; l++) r[l] = v[idx[l]];
-            st16(d + p * 16, r);
-#endif
+        switch (q) {
+        case 2:
+            for (int64_t p = 0; p < npix; p++) st16(d + p * 16, lane_bcast(xb + p * 16, j, 8));
+            break;
+        case 4:
+            for (int64_t p = 0; p < npix; p++) st16(d + p * 16, lane_bcast(xb + p * 16, j, 4));
+            break;
+        default:
+            for (int64_t p = 0; p < npix; p++) st16(d + p * 16, lane_bcast(xb + p * 16, j, 2));
+            break;
         }
     }
 }
 
-/* For output rows i < NR and pixels p < NP (constants after inlining):
- *   out[i*ostride + p*16 ..] = init + sum_{j < q, taps} wv[j*RS + tap] * src[j*plane + (base + i*rstep +
+/* Generic geometry, a block of 2 rows x 8 pixels:
+ *   out[i*ostride + p*16 ..] = init + sum_{j < q, taps} wv[j*RS + tap] * xe[j*plane + (base + i*rstep +
  *                                                                              off[tap] + p*step)*16]
- * stored for i < nr, p < np; the other accumulators read slack and are dropped. */
-static inline __attribute__((always_inline)) void lane_block(float *out, int64_t ostride, int64_t nr,
-                                                             int64_t np, v16 init, const float *wv, int64_t q,
-                                                             int64_t RS, const int64_t *off, const float *src,
-                                                             int64_t plane, int64_t base, int64_t rstep,
-                                                             int64_t step, int NR, int NP) {
-    v16 acc[2][16];
-    for (int i = 0; i < NR; i++)
-        for (int p = 0; p < NP; p++) acc[i][p] = init;
+ * stored for i < nr, p < np; the other accumulators read slack and are dropped. xe: the q broadcast
+ * planes (the blocked plane itself when q == 1). */
+static inline void lane_block(float *out, int64_t ostride, int64_t nr, int64_t np, v16 init, const float *wv,
+                              int64_t q, int64_t RS, const int64_t *off, const float *xe, int64_t plane,
+                              int64_t base, int64_t rstep, int64_t step) {
+    v16 acc[2][8];
+    for (int i = 0; i < 2; i++)
+        for (int p = 0; p < 8; p++) acc[i][p] = init;
     for (int64_t j = 0; j < q; j++)
         for (int64_t t = 0; t < RS; t++) {
             const v16 wt = ld16(wv + (j * RS + t) * 16);
-            const float *xp = src + j * plane + (base + off[t]) * 16;
-            for (int i = 0; i < NR; i++)
-                for (int p = 0; p < NP; p++) acc[i][p] += wt * ld16(xp + (i * rstep + p * step) * 16);
+            const float *xp = xe + j * plane + (base + off[t]) * 16;
+            for (int i = 0; i < 2; i++)
+                for (int p = 0; p < 8; p++) acc[i][p] += wt * ld16(xp + (i * rstep + p * step) * 16);
         }
     for (int64_t i = 0; i < nr; i++)
         for (int64_t p = 0; p < np; p++) st16(out + i * ostride + p * 16, acc[i][p]);
 }
 
-static inline v16 lane_perm(v16 v, i16v idx) {
-#if defined(__GNUC__) && !defined(__clang__)
-    return __builtin_shuffle(v, idx);
-#else
-    v16 r;
-    for (int l = 0; l < 16; l++) r[l] = v[idx[l]];
-    return r;
-#endif
-}
-
-static inline i16v lane_index(int64_t q, int64_t j) {
-    i16v idx;
-    for (int l = 0; l < 16; l++) idx[l] = (int32_t)(l / q * q + j);
-    return idx;
-}
-
-/* Horizontal stride and dilation 1, S (a constant after inlining) taps per kernel row: a block of 2 rows x
- * 8 pixels, for each (j, r) the 8 + S - 1 input pixels of a row loaded and permuted once into registers
- * and used by S taps (16 accumulators + 8 + S - 1 inputs + a weight fit the 32 registers for S <= 7).
- *   out[i*ostride + p*16 ..] = init + sum_{j, r, t} wv[(j*R + r)*S + t] * perm_j(src)[base + i*rstep +
- * r*tstep + p + t] stored for i < nr, p < np; src is the unpermuted blocked plane. */
-static inline __attribute__((always_inline)) void
-lane_block_s1(float *out, int64_t ostride, int64_t nr, int64_t np, v16 init, const float *wv, int64_t q,
-              int64_t R, const float *src, int64_t base, int64_t rstep, int64_t tstep, int S) {
+/* Horizontal stride and dilation 1; S taps per kernel row and G = 16/q are constants after inlining. A
+ * block of 2 rows x 8 pixels: for each (j, r) and row, the 8 + S - 1 input pixels are broadcast-loaded
+ * once into registers and used by the S taps (16 accumulators + 8 + S - 1 inputs + a weight fit the 32
+ * registers for S <= 7).
+ *   out[i*ostride + p*16 ..] = init + sum_{j, r, t} wv[(j*R + r)*S + t] * perm_j(xb)[base + i*rstep + r*tstep
+ * + p + t] */
+static inline __attribute__((always_inline)) void lane_block_s1(float *out, int64_t ostride, int64_t nr,
+                                                                int64_t np, v16 init, const float *wv,
+                                                                int64_t R, const float *xb, int64_t base,
+                                                                int64_t rstep, int64_t tstep, int S, int G) {
+    const int64_t q = 16 / G;
     v16 acc[2][8];
     for (int i = 0; i < 2; i++)
         for (int p = 0; p < 8; p++) acc[i][p] = init;
-    for (int64_t j = 0; j < q; j++) {
-        const i16v idx = lane_index(q, j);
+    for (int64_t j = 0; j < q; j++)
         for (int64_t r = 0; r < R; r++)
             for (int i = 0; i < 2; i++) {
-                const float *xr = src + (base + i * rstep + r * tstep) * 16;
+                const float *xr = xb + (base + i * rstep + r * tstep) * 16;
                 v16 X[8 + 6];
-                for (int u = 0; u < 8 + S - 1; u++)
-                    X[u] = q > 1 ? lane_perm(ld16(xr + u * 16), idx) : ld16(xr + u * 16);
+                for (int u = 0; u < 8 + S - 1; u++) X[u] = lane_bcast(xr + u * 16, j, G);
                 for (int t = 0; t < S; t++) {
                     const v16 wt = ld16(wv + ((j * R + r) * S + t) * 16);
                     for (int p = 0; p < 8; p++) acc[i][p] += wt * X[p + t];
                 }
             }
-    }
     for (int64_t i = 0; i < nr; i++)
         for (int64_t p = 0; p < np; p++) st16(out + i * ostride + p * 16, acc[i][p]);
 }
 
-/* Where lane_block_s1 applies (horizontal stride and dilation 1, S in {1, 3, 5, 7}). */
-static bool lane_s1(const gg_conv2d_shape *s, bool data_pass) {
-    return (data_pass || (s->str_w == 1)) && s->dil_w == 1 &&
-           (s->S == 1 || s->S == 3 || s->S == 5 || s->S == 7);
+/* lane_block_s1 for the runtime S (1, 3, 5, 7) and q. */
+static void lane_block_s1_any(float *out, int64_t ostride, int64_t nr, int64_t np, v16 init, const float *wv,
+                              int64_t q, int64_t R, int64_t S, const float *xb, int64_t base, int64_t rstep,
+                              int64_t tstep) {
+#define LB(SS, GG) lane_block_s1(out, ostride, nr, np, init, wv, R, xb, base, rstep, tstep, SS, GG)
+#define LB_S(GG)   \
+    switch (S) {   \
+    case 1:        \
+        LB(1, GG); \
+        break;     \
+    case 3:        \
+        LB(3, GG); \
+        break;     \
+    case 5:        \
+        LB(5, GG); \
+        break;     \
+    default:       \
+        LB(7, GG); \
+        break;     \
+    }
+    switch (q) {
+    case 1:
+        LB_S(16);
+        break;
+    case 2:
+        LB_S(8);
+        break;
+    case 4:
+        LB_S(4);
+        break;
+    default:
+        LB_S(2);
+        break;
+    }
+#undef LB_S
+#undef LB
 }
 
-/* One block's output plane: rows [0, n_rows) of `width` pixels computed two rows at a time into `row`
- * ([2][width][16]) and each transposed into dst (planes pstride floats apart, rows of `width`): stored
- * (forward, plus nothing: the bias is in init) or added (data gradient).
- * s1: lane_block_s1 on the unpermuted plane xb (row pitch `pitch` pixels; output rows rstep apart,
- * kernel rows tstep apart); otherwise lane_block on the q permuted copies xe (tap offsets off[],
- * pixels `step` apart). */
+/* Where lane_block_s1 applies: horizontal stride and dilation 1, S in {1, 3, 5, 7}. */
+static bool lane_s1(const gg_conv2d_shape *s) {
+    return s->str_w == 1 && s->dil_w == 1 && (s->S == 1 || s->S == 3 || s->S == 5 || s->S == 7);
+}
+
+/* Where a block reads its input: s1 (lane_block_s1 on the blocked plane xb, output rows rstep pixels
+ * apart, kernel rows tstep apart) or the generic lane_block on the broadcast planes xe (tap offsets
+ * off[], output pixels step apart). */
 typedef struct lane_src {
     bool s1;
     const float *xb, *xe;
@@ -1303,40 +1364,26 @@ typedef struct lane_src {
     const int64_t *off;
 } lane_src;
 
+/* One block's output plane: rows [0, n_rows) of `width` pixels computed two rows at a time into `row`
+ * ([2][width][16]), each row transposed through the lane map into dst (planes pstride floats apart, rows of
+ * `width`): stored (forward; the bias is in init) or added (data gradient). */
 static void lane_plane(float *row, int64_t n_rows, int64_t width, v16 init, const float *wv, int64_t q,
-                       const lane_src *a, float *dst, int64_t pstride, int op) {
-    const int64_t RS = a->R * a->S;
+                       const lane_src *a, const int32_t *map, float *dst, int64_t pstride, int op) {
     for (int64_t h = 0; h < n_rows; h += 2) {
         const int64_t nr = imin(2, n_rows - h);
         for (int64_t p = 0; p < width; p += 8) {
             const int64_t np = imin(8, width - p), base = h * a->rstep + p * a->step;
-            float *o = row + p * 16;
-            if (a->s1) switch (a->S) {
-                case 1:
-                    lane_block_s1(o, width * 16, nr, np, init, wv, q, a->R, a->xb, base, a->rstep, a->tstep,
-                                  1);
-                    break;
-                case 3:
-                    lane_block_s1(o, width * 16, nr, np, init, wv, q, a->R, a->xb, base, a->rstep, a->tstep,
-                                  3);
-                    break;
-                case 5:
-                    lane_block_s1(o, width * 16, nr, np, init, wv, q, a->R, a->xb, base, a->rstep, a->tstep,
-                                  5);
-                    break;
-                default:
-                    lane_block_s1(o, width * 16, nr, np, init, wv, q, a->R, a->xb, base, a->rstep, a->tstep,
-                                  7);
-                    break;
-                }
+            if (a->s1)
+                lane_block_s1_any(row + p * 16, width * 16, nr, np, init, wv, q, a->R, a->S, a->xb, base,
+                                  a->rstep, a->tstep);
             else
-                lane_block(o, width * 16, nr, np, init, wv, q, RS, a->off, a->xe, a->plane, base, a->rstep,
-                           a->step, 2, 8);
+                lane_block(row + p * 16, width * 16, nr, np, init, wv, q, a->R * a->S, a->off, a->xe,
+                           a->plane, base, a->rstep, a->step);
         }
         for (int64_t i = 0; i < nr; i++)
             for (int64_t j = 0; j < width; j += 16)
-                tile_transpose(row + (i * width + j) * 16, 16, imin(16, width - j), 16,
-                               dst + (h + i) * width + j, pstride, op, NULL);
+                tile_transpose_map(row + (i * width + j) * 16, 16, imin(16, width - j), 16,
+                                   dst + (h + i) * width + j, pstride, op, NULL, NULL, map);
     }
 }
 
@@ -1351,12 +1398,12 @@ bool gg__conv2d_fwd_lanes(const gg_conv2d_shape *s, const float *x, const float 
         for (int64_t j = 0; j < q; j++)
             for (int64_t t = 0; t < RS; t++)
                 for (int l = 0; l < 16; l++)
-                    wv[((cb * q + j) * RS + t) * 16 + l] = w[((cb * 16 + l) * q + j) * RS + t];
+                    wv[((cb * q + j) * RS + t) * 16 + l] = w[((cb * 16 + f.map[l]) * q + j) * RS + t];
 #pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * P * q * RS > PAR_MIN)
     {
         float *xb = (float *)ws + r16(s->K * q * RS) + thread_id() * f.per_thread, *xe = xb + f.plane;
-        float *row = xe + q * f.plane;
-        const lane_src a = {.s1 = lane_s1(s, false),
+        float *row = xe + (q + 1) * f.plane;
+        const lane_src a = {.s1 = lane_s1(s),
                             .xb = xb,
                             .xe = q > 1 ? xe : xb,
                             .plane = f.plane,
@@ -1369,12 +1416,14 @@ bool gg__conv2d_fwd_lanes(const gg_conv2d_shape *s, const float *x, const float 
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < f.nb * s->N; task++) {
             const int64_t cb = task / s->N, n = task % s->N;
-            to_blocked(x + (n * s->C + cb * 16) * HW, s->H, s->W, 16, f.Hp, f.Wp, s->pad_t, s->pad_l, xb);
+            to_blocked_map(x + (n * s->C + cb * 16) * HW, s->H, s->W, 16, f.Hp, f.Wp, s->pad_t, s->pad_l, xb,
+                           f.map);
             if (!a.s1 && q > 1) lane_copies(xb, f.Hp * f.Wp, q, f.plane, xe);
             v16 init = {0};
-            if (b) init = ld16(b + cb * 16);
-            lane_plane(row, s->Ho, s->Wo, init, wv + cb * q * RS * 16, q, &a, y + (n * s->K + cb * 16) * P, P,
-                       TILE_STORE);
+            if (b)
+                for (int l = 0; l < 16; l++) init[l] = b[cb * 16 + f.map[l]];
+            lane_plane(row, s->Ho, s->Wo, init, wv + cb * q * RS * 16, q, &a, f.map,
+                       y + (n * s->K + cb * 16) * P, P, TILE_STORE);
         }
     }
     return true;
@@ -1385,22 +1434,22 @@ bool gg__conv2d_bwd_data_lanes(const gg_conv2d_shape *s, const float *dy, const 
     if (!gg__conv2d_lanes_supports(s, true)) return false;
     lane_geom f;
     lane_geometry(s, &f);
-    const int64_t q = f.q, RS = f.RS, HW = s->H * s->W, P = s->Ho * s->Wo;
+    const int64_t q = f.q, g = f.g, RS = f.RS, HW = s->H * s->W, P = s->Ho * s->Wo;
     int64_t off[GG_CONV_DIRECT_MAX_TAPS];
     for (int64_t j = 0; j < RS; j++) off[j] = j / s->S * s->dil_h * f.Wq + j % s->S * s->dil_w;
-    float *wv = ws; /* [block][i][tap'][lane]: w[c0 + (l/q)*q + i, l%q, flipped tap] */
+    float *wv = ws; /* [block][i][tap'][lane]: w[c0 + (l%g)*q + i, l/g, flipped tap] */
     for (int64_t cb = 0; cb < f.nb; cb++)
         for (int64_t i = 0; i < q; i++)
             for (int64_t t = 0; t < RS; t++)
                 for (int l = 0; l < 16; l++)
                     wv[((cb * q + i) * RS + t) * 16 + l] =
-                        w[((cb * 16 + l / q * q + i) * q + l % q) * RS + RS - 1 - t];
+                        w[((cb * 16 + l % g * q + i) * q + l / g) * RS + RS - 1 - t];
 #pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * P * q * RS > PAR_MIN)
     {
         float *db = (float *)ws + r16(s->K * q * RS) + thread_id() * f.per_thread, *de = db + f.plane;
-        float *row = de + q * f.plane;
+        float *row = de + (q + 1) * f.plane;
         const v16 zero = {0};
-        const lane_src a = {.s1 = lane_s1(s, true),
+        const lane_src a = {.s1 = lane_s1(s),
                             .xb = db,
                             .xe = q > 1 ? de : db,
                             .plane = f.plane,
@@ -1413,40 +1462,41 @@ bool gg__conv2d_bwd_data_lanes(const gg_conv2d_shape *s, const float *dy, const 
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < f.nb * s->N; task++) {
             const int64_t cb = task / s->N, n = task % s->N;
-            to_blocked(dy + (n * s->K + cb * 16) * P, s->Ho, s->Wo, 16, f.Hq, f.Wq, f.at, f.al, db);
+            to_blocked_map(dy + (n * s->K + cb * 16) * P, s->Ho, s->Wo, 16, f.Hq, f.Wq, f.at, f.al, db,
+                           f.map);
             if (!a.s1 && q > 1) lane_copies(db, f.Hq * f.Wq, q, f.plane, de);
-            lane_plane(row, s->H, s->W, zero, wv + cb * q * RS * 16, q, &a, dx + (n * s->C + cb * 16) * HW,
-                       HW, TILE_ADD);
+            lane_plane(row, s->H, s->W, zero, wv + cb * q * RS * 16, q, &a, f.map,
+                       dx + (n * s->C + cb * 16) * HW, HW, TILE_ADD);
         }
     }
     return true;
 }
 
-/* sums[tt] += lanes of sum_{ho, wo} d[ho][wo] * src[(ho*sh*Wp + wo*sw + off[tt])*16] for tt < 9 */
-static void lane_tap_dots(const float *d, int64_t Ho, int64_t Wo, const float *src, int64_t Wp, int64_t sh,
+/* Generic geometry: sums[tt] += lanes of sum_{ho, wo} d[ho][wo] * xe[(ho*sh*Wp + wo*sw + off[tt])*16] for
+ * tt < 9. */
+static void lane_tap_dots(const float *d, int64_t Ho, int64_t Wo, const float *xe, int64_t Wp, int64_t sh,
                           int64_t sw, const int64_t *off, v16 *sums) {
     v16 acc[9];
     for (int t = 0; t < 9; t++) acc[t] = (v16){0};
     for (int64_t ho = 0; ho < Ho; ho++)
         for (int64_t wo = 0; wo < Wo; wo++) {
             const v16 dv = ld16(d + (ho * Wo + wo) * 16);
-            const float *xp = src + (ho * sh * Wp + wo * sw) * 16;
+            const float *xp = xe + (ho * sh * Wp + wo * sw) * 16;
             for (int t = 0; t < 9; t++) acc[t] += dv * ld16(xp + off[t] * 16);
         }
     for (int t = 0; t < 9; t++) sums[t] += acc[t];
 }
 
-/* Horizontal stride and dilation 1, S taps per kernel row (a constant after inlining): for each kernel
- * row r, sums[r*S + t] += lanes of sum over output pixels (ho, wo) of
- *   d[ho][wo] * perm_j(xb)[ho*rstep + r*tstep + wo + t]
- * Blocks of NP output pixels: NP dy vectors and the NP + S - 1 inputs in registers, NA accumulators per tap
- * (pixel p feeds copy p % NA) so that S*NA chains hide the FMA latency. d is [Ho][Wd][16] with zero
- * columns past Wo up to Wd, a multiple of NP. */
+/* Horizontal stride and dilation 1; S taps per kernel row, G = 16/q, NP pixels per block and NA
+ * accumulator copies per tap are constants after inlining: for each kernel row r,
+ *   sums[r*S + t] += lanes of sum over output pixels (ho, wo) of d[ho][wo] * perm_j(xb)[ho*rstep + r*tstep +
+ * wo + t] with the NP dy vectors and NP + S - 1 broadcast inputs of a block in registers, pixel p feeding
+ * copy p % NA (S*NA chains hide the FMA latency). d is [Ho][Wd][16] with zero columns past Wo up to Wd, a
+ * multiple of NP. */
 static inline __attribute__((always_inline)) void lane_wgrad_s1(const float *d, int64_t Ho, int64_t Wd,
                                                                 const float *xb, int64_t rstep, int64_t tstep,
-                                                                int64_t R, int64_t q, int64_t j, v16 *sums,
-                                                                int S, int NP, int NA) {
-    const i16v idx = lane_index(q, j);
+                                                                int64_t R, int64_t j, v16 *sums, int S, int G,
+                                                                int NP, int NA) {
     for (int64_t r = 0; r < R; r++) {
         v16 acc[7][8];
         for (int t = 0; t < S; t++)
@@ -1456,8 +1506,7 @@ static inline __attribute__((always_inline)) void lane_wgrad_s1(const float *d, 
                 const float *xr = xb + (ho * rstep + r * tstep + wo) * 16, *dr = d + (ho * Wd + wo) * 16;
                 v16 D[8], X[8 + 6];
                 for (int p = 0; p < NP; p++) D[p] = ld16(dr + p * 16);
-                for (int u = 0; u < NP + S - 1; u++)
-                    X[u] = q > 1 ? lane_perm(ld16(xr + u * 16), idx) : ld16(xr + u * 16);
+                for (int u = 0; u < NP + S - 1; u++) X[u] = lane_bcast(xr + u * 16, j, G);
                 for (int p = 0; p < NP; p++)
                     for (int t = 0; t < S; t++) acc[t][p % NA] += D[p] * X[p + t];
             }
@@ -1469,73 +1518,103 @@ static inline __attribute__((always_inline)) void lane_wgrad_s1(const float *d, 
     }
 }
 
+/* The s1 weight-gradient sums of input channel j (sums [R*S]) for the runtime S (1, 3, 5, 7) and q. */
+static void lane_wgrad_s1_any(const float *d, int64_t Ho, int64_t Wd, const float *xb, int64_t rstep,
+                              int64_t tstep, int64_t R, int64_t S, int64_t q, int64_t j, v16 *sums) {
+#define LW(SS, GG, NP, NA) lane_wgrad_s1(d, Ho, Wd, xb, rstep, tstep, R, j, sums, SS, GG, NP, NA)
+#define LW_S(GG)         \
+    switch (S) {         \
+    case 1:              \
+        LW(1, GG, 8, 8); \
+        break;           \
+    case 3:              \
+        LW(3, GG, 8, 4); \
+        break;           \
+    case 5:              \
+        LW(5, GG, 8, 2); \
+        break;           \
+    default:             \
+        LW(7, GG, 4, 2); \
+        break;           \
+    }
+    switch (q) {
+    case 1:
+        LW_S(16);
+        break;
+    case 2:
+        LW_S(8);
+        break;
+    case 4:
+        LW_S(4);
+        break;
+    default:
+        LW_S(2);
+        break;
+    }
+#undef LW_S
+#undef LW
+}
+
 bool gg__conv2d_bwd_weight_lanes(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
                                  void *ws) {
     if (!gg__conv2d_lanes_supports(s, false)) return false;
     lane_geom f;
     lane_geometry(s, &f);
     const int64_t q = f.q, RS = f.RS, HW = s->H * s->W, P = s->Ho * s->Wo;
+    const bool s1 = lane_s1(s);
+    /* dy blocks padded with zero columns to a multiple of 8 pixels on the s1 path */
+    const int64_t Wd = s1 ? round_up(s->Wo, 8) : s->Wo;
 #pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * P * q * RS > PAR_MIN)
     {
         float *xb = (float *)ws + r16(s->K * q * RS) + thread_id() * f.per_thread, *xe = xb + f.plane;
         float *dyb = xe + q * f.plane;
-        double *sums =
-            (double *)(void *)(dyb + f.plane + r16(2 * round_up(imax(s->Wo, s->W), LANE_PIX) * 16));
-        const bool s1 = lane_s1(s, false);
-        /* the s1 kernel reads (and multiplies by zero) the slack after the last row: keep it finite */
+        double *sums = (double *)(void *)(dyb + f.plane + r16(2 * round_up(imax(s->Wo, s->W), 8) * 16));
+        /* the s1 path multiplies the zero dy columns with what lies past the rows (slack): keep it finite */
         memset(xb, 0, (size_t)f.plane * sizeof(float));
 #pragma omp for schedule(static)
         for (int64_t cb = 0; cb < f.nb; cb++) {
             memset(sums, 0, (size_t)(q * RS * 16) * sizeof(double));
             for (int64_t n = 0; n < s->N; n++) {
-                to_blocked(x + (n * s->C + cb * 16) * HW, s->H, s->W, 16, f.Hp, f.Wp, s->pad_t, s->pad_l, xb);
-                if (s1) {
-                    /* dy with zero columns up to a multiple of 8; the inputs those meet are read, not used */
-                    const int64_t Wd = round_up(s->Wo, 8);
-                    to_blocked(dy + (n * s->K + cb * 16) * P, s->Ho, s->Wo, 16, s->Ho, Wd, 0, 0, dyb);
-                    for (int64_t j = 0; j < q; j++) {
-                        v16 part[GG_CONV_DIRECT_MAX_TAPS];
-                        for (int64_t t = 0; t < RS; t++) part[t] = (v16){0};
-                        const int64_t rs = s->str_h * f.Wp, ts = s->dil_h * f.Wp;
-                        switch (s->S) {
-                        case 1:
-                            lane_wgrad_s1(dyb, s->Ho, Wd, xb, rs, ts, s->R, q, j, part, 1, 8, 8);
-                            break;
-                        case 3:
-                            lane_wgrad_s1(dyb, s->Ho, Wd, xb, rs, ts, s->R, q, j, part, 3, 8, 4);
-                            break;
-                        case 5:
-                            lane_wgrad_s1(dyb, s->Ho, Wd, xb, rs, ts, s->R, q, j, part, 5, 8, 2);
-                            break;
-                        default:
-                            lane_wgrad_s1(dyb, s->Ho, Wd, xb, rs, ts, s->R, q, j, part, 7, 4, 2);
-                            break;
+                to_blocked_map(x + (n * s->C + cb * 16) * HW, s->H, s->W, 16, f.Hp, f.Wp, s->pad_t, s->pad_l,
+                               xb, f.map);
+                to_blocked_map(dy + (n * s->K + cb * 16) * P, s->Ho, s->Wo, 16, s->Ho, Wd, 0, 0, dyb, f.map);
+                if (!s1 && q > 1) lane_copies(xb, f.Hp * f.Wp, q, f.plane, xe);
+                for (int64_t j = 0; j < q; j++) {
+                    v16 part[GG_CONV_DIRECT_MAX_TAPS];
+                    for (int64_t t = 0; t < RS; t++) part[t] = (v16){0};
+                    if (s1)
+                        lane_wgrad_s1_any(dyb, s->Ho, Wd, xb, s->str_h * f.Wp, s->dil_h * f.Wp, s->R, s->S, q,
+                                          j, part);
+                    else
+                        for (int64_t t0 = 0; t0 < RS; t0 += 9) {
+                            int64_t off[9] = {0};
+                            for (int64_t tt = 0; tt < imin(9, RS - t0); tt++) off[tt] = f.off[t0 + tt];
+                            v16 p9[9];
+                            for (int tt = 0; tt < 9; tt++) p9[tt] = (v16){0};
+                            lane_tap_dots(dyb, s->Ho, s->Wo, (q > 1 ? xe : xb) + j * f.plane, f.Wp, s->str_h,
+                                          s->str_w, off, p9);
+                            for (int64_t tt = 0; tt < imin(9, RS - t0); tt++) part[t0 + tt] = p9[tt];
                         }
-                        for (int64_t t = 0; t < RS; t++)
-                            for (int l = 0; l < 16; l++) sums[(j * RS + t) * 16 + l] += part[t][l];
+                    /* this sample's float sums into the doubles */
+                    for (int64_t t = 0; t < RS; t++) {
+                        double *sd = sums + (j * RS + t) * 16;
+                        v8d lo, hi;
+                        v8f a, c;
+                        memcpy(&a, &part[t], sizeof a);
+                        memcpy(&c, (const char *)&part[t] + sizeof a, sizeof c);
+                        memcpy(&lo, sd, sizeof lo);
+                        memcpy(&hi, sd + 8, sizeof hi);
+                        lo += __builtin_convertvector(a, v8d);
+                        hi += __builtin_convertvector(c, v8d);
+                        memcpy(sd, &lo, sizeof lo);
+                        memcpy(sd + 8, &hi, sizeof hi);
                     }
-                    continue;
                 }
-                const float *src = xb;
-                if (q > 1) lane_copies(xb, f.Hp * f.Wp, q, f.plane, xe), src = xe;
-                to_blocked(dy + (n * s->K + cb * 16) * P, s->Ho, s->Wo, 16, s->Ho, s->Wo, 0, 0, dyb);
-                for (int64_t j = 0; j < q; j++)
-                    for (int64_t t0 = 0; t0 < RS; t0 += 9) {
-                        const int64_t nt = imin(9, RS - t0);
-                        int64_t off[9] = {0};
-                        for (int64_t tt = 0; tt < nt; tt++) off[tt] = f.off[t0 + tt];
-                        v16 part[9];
-                        for (int tt = 0; tt < 9; tt++) part[tt] = (v16){0};
-                        lane_tap_dots(dyb, s->Ho, s->Wo, src + j * f.plane, f.Wp, s->str_h, s->str_w, off,
-                                      part);
-                        for (int64_t tt = 0; tt < nt; tt++)
-                            for (int l = 0; l < 16; l++) sums[(j * RS + t0 + tt) * 16 + l] += part[tt][l];
-                    }
             }
             for (int l = 0; l < 16; l++)
                 for (int64_t j = 0; j < q; j++)
                     for (int64_t t = 0; t < RS; t++)
-                        dw[((cb * 16 + l) * q + j) * RS + t] += (float)sums[(j * RS + t) * 16 + l];
+                        dw[((cb * 16 + f.map[l]) * q + j) * RS + t] += (float)sums[(j * RS + t) * 16 + l];
         }
     }
     return true;
