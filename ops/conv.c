@@ -46,9 +46,10 @@ gg_conv2d_params gg_conv2d_make(int stride, int pad, int dilation, int groups) {
  *
  * Like cuDNN's benchmark mode: the first time a geometry is seen with a given thread count, each pass is
  * timed on the real buffers with every kernel that applies (the GEMM, the direct kernel, the libxsmm
- * batch-reduce kernel, the channel-lane kernel), twice for the ones that stay within 1.5x of the best first
- * run, and the fastest (minimum time) becomes that pass's kernel for good. The forward is chosen on the first
- * forward, each gradient pass on the first backward that needs it. Every kernel computes the same sums
+ * batch-reduce kernel, the channel-lane and masked-plane kernels), twice for the ones that stay within 1.5x
+ * of the best first run, and the fastest (minimum time) becomes that pass's kernel for good, except that the
+ * static rule's kernel stays unless it is more than 15% slower than the fastest. The forward is chosen on the
+ * first forward, each gradient pass on the first backward that needs it. Every kernel computes the same sums
  * (within float rounding), and once chosen the kernel of a (geometry, thread count) never changes in the
  * process, so repeated runs give identical results. Plans are global (shared by all threads) and never
  * evicted below PLAN_SLOTS geometries; past that the oldest plan is replaced. Convolutions below
@@ -106,6 +107,8 @@ static bool algo_applies(const gg_conv2d_shape *s, int pass, gg_conv_algo a) {
         return gg__conv2d_xsmm_supports(s, pass == PASS_DATA);
     case GG_CONV_ALGO_LANES:
         return gg__conv2d_lanes_supports(s, pass == PASS_DATA);
+    case GG_CONV_ALGO_MASKED:
+        return gg__conv2d_masked_supports(s);
     default:
         return false;
     }
@@ -124,7 +127,9 @@ static double conv_macs(const gg_conv2d_shape *s) {
  *    (K/G >= 24 rows, C/G*R*S >= 64 columns), and win below.
  *  - tiny convolutions (< 32k MACs) skip the workspaces and BLIS calls: the reference loops.
  * With libxsmm, its batch-reduce kernel beats both wherever it applies (C/G and K/G multiples of 16); the
- * channel-lane kernel beats both for small groups (C/G == K/G <= 8, C a multiple of 16). */
+ * channel-lane kernel beats both for small groups (C/G == K/G <= 8, C a multiple of 16), and the
+ * masked-plane kernel's forward and data gradient beat them for other small groups on 'same' stride-1
+ * convolutions. */
 static gg_conv_algo fallback_algo(const gg_conv2d_shape *s, int pass) {
     const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S;
     /* zero-bordered input planes of one group, which the direct kernel keeps hot */
@@ -140,6 +145,8 @@ static gg_conv_algo fallback_algo(const gg_conv2d_shape *s, int pass) {
 static gg_conv_algo static_algo(const gg_conv2d_shape *s, int pass) {
     if (conv_macs(s) >= 32768 && algo_applies(s, pass, GG_CONV_ALGO_XSMM)) return GG_CONV_ALGO_XSMM;
     if (conv_macs(s) >= 32768 && algo_applies(s, pass, GG_CONV_ALGO_LANES)) return GG_CONV_ALGO_LANES;
+    if (conv_macs(s) >= 32768 && pass != PASS_WEIGHT && algo_applies(s, pass, GG_CONV_ALGO_MASKED))
+        return GG_CONV_ALGO_MASKED;
     return fallback_algo(s, pass);
 }
 
@@ -208,6 +215,7 @@ static int run_pass(const pass_args *a, int pass, gg_conv_algo algo, float *out)
     const size_t bytes = algo == GG_CONV_ALGO_GEMM     ? gg__conv2d_gemm_workspace(s, a->nb)
                          : algo == GG_CONV_ALGO_DIRECT ? gg__conv2d_direct_workspace(s)
                          : algo == GG_CONV_ALGO_LANES  ? gg__conv2d_lanes_workspace(s)
+                         : algo == GG_CONV_ALGO_MASKED ? gg__conv2d_masked_workspace(s)
                                                        : gg__conv2d_xsmm_workspace(s);
     void *ws = gg_alloc(bytes);
     if (!ws)
@@ -222,6 +230,10 @@ static int run_pass(const pass_args *a, int pass, gg_conv_algo algo, float *out)
         if (pass == PASS_FWD) gg__conv2d_fwd_direct(s, a->x, a->w, a->b, out, ws);
         else if (pass == PASS_DATA) gg__conv2d_bwd_data_direct(s, a->dy, a->w, out, ws);
         else gg__conv2d_bwd_weight_direct(s, a->x, a->dy, out, ws);
+    } else if (algo == GG_CONV_ALGO_MASKED) {
+        if (pass == PASS_FWD) ok = gg__conv2d_fwd_masked(s, a->x, a->w, a->b, out, ws);
+        else if (pass == PASS_DATA) ok = gg__conv2d_bwd_data_masked(s, a->dy, a->w, out, ws);
+        else ok = gg__conv2d_bwd_weight_masked(s, a->x, a->dy, out, ws);
     } else if (algo == GG_CONV_ALGO_LANES) {
         if (pass == PASS_FWD) ok = gg__conv2d_fwd_lanes(s, a->x, a->w, a->b, out, ws);
         else if (pass == PASS_DATA) ok = gg__conv2d_bwd_data_lanes(s, a->dy, a->w, out, ws);
@@ -244,8 +256,8 @@ static double now_seconds(void) {
 /* Time every applicable kernel for one pass, writing into out (a scratch buffer, or y for the forward).
  * Returns the fastest, or AUTO with an error status in *st. */
 static gg_conv_algo tune_pass(const pass_args *a, int pass, float *out, int *st) {
-    static const gg_conv_algo cand[] = {GG_CONV_ALGO_XSMM, GG_CONV_ALGO_LANES, GG_CONV_ALGO_DIRECT,
-                                        GG_CONV_ALGO_GEMM};
+    static const gg_conv_algo cand[] = {GG_CONV_ALGO_XSMM, GG_CONV_ALGO_LANES, GG_CONV_ALGO_MASKED,
+                                        GG_CONV_ALGO_DIRECT, GG_CONV_ALGO_GEMM};
     enum { NC = sizeof cand / sizeof *cand };
     double best[NC];
     double best_all = 1e300;
@@ -269,7 +281,13 @@ static gg_conv_algo tune_pass(const pass_args *a, int pass, float *out, int *st)
     int pick = -1;
     for (int i = 0; i < NC; i++)
         if (best[i] >= 0 && (pick < 0 || best[i] < best[pick])) pick = i;
-    return pick < 0 ? fallback_algo(a->s, pass) : cand[pick];
+    if (pick < 0) return fallback_algo(a->s, pass);
+    /* the static choice stays unless another kernel beats it clearly: single timings on a shared machine
+     * are noisy, and the static rules were measured with many repeats */
+    const gg_conv_algo stat = static_algo(a->s, pass);
+    for (int i = 0; i < NC; i++)
+        if (cand[i] == stat && best[i] >= 0 && best[i] <= 1.15 * best[pick]) return stat;
+    return cand[pick];
 }
 
 /* The kernel for one pass: forced, planned, or chosen now (timing into `scratch`, which may be

@@ -1620,6 +1620,310 @@ bool gg__conv2d_bwd_weight_lanes(const gg_conv2d_shape *s, const float *x, const
     return true;
 }
 
+/* ---------------------------------------------------------------------------------------------------
+ * Masked-plane kernel for small groups on same-size outputs (stride 1, Ho == H, Wo == W: 'same'
+ * padding), AVX-512 only: every plane is read in place, as flat vectors of 16 pixels; tap (r, t) is a
+ * constant shift of the flat index, and a per-(vector, tap) lane mask zeroes the lanes whose input lies
+ * outside the plane (the padding). No copies, no transposes, no junk columns:
+ *   forward  y[k][p] = b[k] + sum_{j < C/G, taps} w[k][j][tap] * x[g*C/G + j][p + shift(tap)]  (masked)
+ *   data     dx[c][p] += sum_{kk < K/G, taps} w[g*K/G + kk][c - g*C/G][tap] * dy[g*K/G + kk][p - shift(tap)]
+ *   weight   dw[k][j][tap] += sum_{n, p} dy[n][k][p] * x[n][g*C/G + j][p + shift(tap)]
+ * Register blocks: 4 output planes x 4 vectors (16 accumulators). Within a group the output planes share
+ * each loaded input vector; with one output channel per group (depthwise) the 4 planes are 4 groups, each
+ * with its own input. Threads: (n, block of output planes) tasks; the weight gradient takes blocks of
+ * output channels and sums the samples in order (float vector sums per block, lanes reduced in double). */
+
+#if defined(__AVX512F__)
+#define MASKED_MAX_VEC 256 /* planes up to 4096 pixels */
+
+bool gg__conv2d_masked_supports(const gg_conv2d_shape *s) {
+    const int64_t Cg = s->C / s->G, Kg = s->K / s->G;
+    return s->str_h == 1 && s->str_w == 1 && s->Ho == s->H && s->Wo == s->W &&
+           (s->H * s->W + 15) / 16 <= MASKED_MAX_VEC && s->R * s->S <= GG_CONV_DIRECT_MAX_TAPS && Cg <= 16 &&
+           Kg <= 16;
+}
+
+typedef struct masked_geom {
+    int64_t HW, nvec, nvec4, RS, Cg, Kg;
+    int64_t shift[GG_CONV_DIRECT_MAX_TAPS];
+    __mmask16 last; /* valid lanes of the last vector */
+} masked_geom;
+
+/* Shifts and masks m[tap*nvec4 + v] of the forward (data: the transposed taps, input = dy); vectors past
+ * the plane (up to nvec4, a multiple of 4) have empty masks. */
+static void masked_geometry(const gg_conv2d_shape *s, bool data, masked_geom *f, __mmask16 *m) {
+    f->HW = s->H * s->W, f->nvec = (f->HW + 15) / 16, f->nvec4 = round_up(f->nvec, 4), f->RS = s->R * s->S;
+    f->Cg = s->C / s->G, f->Kg = s->K / s->G;
+    f->last = (__mmask16)(f->HW % 16 ? (1u << (f->HW % 16)) - 1u : 0xffffu);
+    for (int64_t tap = 0; tap < f->RS; tap++) {
+        const int64_t r = tap / s->S, t = tap % s->S;
+        const int64_t dr = data ? s->pad_t - r * s->dil_h : r * s->dil_h - s->pad_t;
+        const int64_t dc = data ? s->pad_l - t * s->dil_w : t * s->dil_w - s->pad_l;
+        f->shift[tap] = dr * s->W + dc;
+        for (int64_t v = 0; v < f->nvec4; v++) {
+            unsigned mask = 0;
+            for (int l = 0; l < 16; l++) {
+                const int64_t p = v * 16 + l, h = p / s->W + dr, c = p % s->W + dc;
+                if (p < f->HW && h >= 0 && h < s->H && c >= 0 && c < s->W) mask |= 1u << l;
+            }
+            m[tap * f->nvec4 + v] = (__mmask16)mask;
+        }
+    }
+}
+
+/* Bytes of the mask table at the start of the workspace (64-byte multiple). */
+static int64_t masked_mask_bytes(const gg_conv2d_shape *s) {
+    return round_up((MASKED_MAX_VEC + 4) * s->R * s->S * (int64_t)sizeof(__mmask16), 64);
+}
+
+size_t gg__conv2d_masked_workspace(const gg_conv2d_shape *s) {
+    const int64_t RS = s->R * s->S, Cg = s->C / s->G, Kg = s->K / s->G;
+    /* masks, then per thread the packed weights of a block ([16][RS][4] floats) or the weight-gradient
+     * sums ([4][Cg][RS] vectors) */
+    const int64_t per_thread = imax(4 * 16 * RS * 4, 4 * imax(Cg, Kg) * RS * 64);
+    return (size_t)(masked_mask_bytes(s) + gg_get_num_threads() * per_thread);
+}
+
+/* Output planes o < 4 (weights of o >= no are zero, its results dropped), vectors v0 .. v0+3:
+ *   out[o*HW + p] (op)= init[o] + sum_{i < n_in, tap} wt[(i*RS + tap)*4 + o] * in[o*ios + i*HW + p +
+ * shift[tap]] (masked). SHARED (ios == 0): one load feeds the 4 planes. wt: the block's weights packed
+ * [i][tap][4]. */
+static inline __attribute__((always_inline)) void masked_block(float *out, int64_t no, int64_t v0,
+                                                               const float *in, int64_t ios, int64_t n_in,
+                                                               const masked_geom *f, const __mmask16 *m,
+                                                               const float *wt, const float *init, bool add,
+                                                               bool SHARED) {
+    const int64_t RS = f->RS, HW = f->HW, nvec4 = f->nvec4, nvec = f->nvec;
+    __m512 acc[4][4];
+    for (int o = 0; o < 4; o++) {
+        const __m512 a = _mm512_set1_ps(init && o < no ? init[o] : 0.0f);
+        for (int v = 0; v < 4; v++) acc[o][v] = a;
+    }
+    for (int64_t i = 0; i < n_in; i++) {
+        const float *ip = in + i * HW + v0 * 16;
+        for (int64_t tap = 0; tap < RS; tap++) {
+            const float *xp = ip + f->shift[tap], *wp = wt + (i * RS + tap) * 4;
+            const __mmask16 *mp = m + tap * nvec4 + v0;
+            if (SHARED) {
+                __m512 xs[4];
+                for (int v = 0; v < 4; v++) xs[v] = _mm512_maskz_loadu_ps(mp[v], xp + v * 16);
+                for (int o = 0; o < 4; o++) {
+                    const __m512 w = _mm512_set1_ps(wp[o]);
+                    for (int v = 0; v < 4; v++) acc[o][v] = _mm512_fmadd_ps(w, xs[v], acc[o][v]);
+                }
+            } else {
+                for (int o = 0; o < 4; o++) {
+                    const __m512 w = _mm512_set1_ps(wp[o]);
+                    for (int v = 0; v < 4; v++)
+                        acc[o][v] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(mp[v], xp + o * ios + v * 16),
+                                                    acc[o][v]);
+                }
+            }
+        }
+    }
+    for (int o = 0; o < 4; o++) {
+        if (o >= no) break;
+        for (int v = 0; v < 4; v++) {
+            if (v0 + v >= nvec) break;
+            float *d = out + o * HW + (v0 + v) * 16;
+            const __mmask16 sm = v0 + v == nvec - 1 ? f->last : (__mmask16)0xffff;
+            __m512 r = acc[o][v];
+            if (add) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(sm, d));
+            _mm512_mask_storeu_ps(d, sm, r);
+        }
+    }
+}
+
+/* All vectors of a block of no <= 4 output planes. Weights of output o and input i at
+ * wt[o*wos + i*wis + tap], packed into wpack ([n_in][RS][4]) first. With ios != 0, each output reads its own
+ * inputs (in + o*ios) and the planes of a group of masks that read beyond the tensor stay masked. */
+static void masked_planes(float *out, int64_t no, const float *in, int64_t ios, int64_t n_in,
+                          const masked_geom *f, const __mmask16 *m, const float *wt, int64_t wos, int64_t wis,
+                          const float *init, bool add, float *wpack) {
+    const int64_t RS = f->RS;
+    for (int64_t i = 0; i < n_in; i++)
+        for (int64_t tap = 0; tap < RS; tap++)
+            for (int o = 0; o < 4; o++)
+                wpack[(i * RS + tap) * 4 + o] = o < no ? wt[o * wos + i * wis + tap] : 0.0f;
+    if (ios == 0 || no == 1) { /* a single plane reads one input set: the shared loop */
+        for (int64_t v0 = 0; v0 < f->nvec; v0 += 4)
+            masked_block(out, no, v0, in, 0, n_in, f, m, wpack, init, add, true);
+    } else {
+        for (int64_t v0 = 0; v0 < f->nvec; v0 += 4)
+            masked_block(out, no, v0, in, ios, n_in, f, m, wpack, init, add, false);
+    }
+}
+
+bool gg__conv2d_fwd_masked(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y,
+                           void *ws) {
+    if (!gg__conv2d_masked_supports(s)) return false;
+    masked_geom f;
+    __mmask16 *m = ws;
+    masked_geometry(s, false, &f, m);
+    const int64_t Cg = f.Cg, Kg = f.Kg, RS = f.RS, HW = f.HW;
+    /* blocks of 4 output channels of a group, or of 4 groups when each has one output channel */
+    const bool per_group = Kg == 1;
+    const int64_t kblocks = per_group ? (s->G + 3) / 4 : s->G * ((Kg + 3) / 4);
+    float *wpacks = (float *)(void *)((char *)ws + masked_mask_bytes(s));
+#pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * HW * Cg * RS > PAR_MIN)
+    {
+        float *wpack = wpacks + thread_id() * 4 * 16 * RS;
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < s->N * kblocks; task++) {
+            const int64_t n = task / kblocks, kb = task % kblocks;
+            if (per_group) {
+                const int64_t g0 = kb * 4, no = imin(4, s->G - g0);
+                masked_planes(y + (n * s->K + g0) * HW, no, x + (n * s->C + g0 * Cg) * HW, Cg * HW, Cg, &f, m,
+                              w + g0 * Cg * RS, Cg * RS, RS, b ? b + g0 : NULL, false, wpack);
+            } else {
+                const int64_t g = kb / ((Kg + 3) / 4), k0 = g * Kg + kb % ((Kg + 3) / 4) * 4;
+                const int64_t no = imin(4, (g + 1) * Kg - k0);
+                masked_planes(y + (n * s->K + k0) * HW, no, x + (n * s->C + g * Cg) * HW, 0, Cg, &f, m,
+                              w + k0 * Cg * RS, Cg * RS, RS, b ? b + k0 : NULL, false, wpack);
+            }
+        }
+    }
+    return true;
+}
+
+bool gg__conv2d_bwd_data_masked(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx,
+                                void *ws) {
+    if (!gg__conv2d_masked_supports(s)) return false;
+    masked_geom f;
+    __mmask16 *m = ws;
+    masked_geometry(s, true, &f, m);
+    const int64_t Cg = f.Cg, Kg = f.Kg, RS = f.RS, HW = f.HW;
+    /* the forward with the roles of x and y swapped: outputs are the C/G input channels of a group, inputs
+     * the K/G dy planes; weights w[g*Kg + i][j][tap] with the transposed taps (the shifts) */
+    const bool per_group = Cg == 1;
+    const int64_t cblocks = per_group ? (s->G + 3) / 4 : s->G * ((Cg + 3) / 4);
+    float *wpacks = (float *)(void *)((char *)ws + masked_mask_bytes(s));
+#pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * HW * Cg * RS > PAR_MIN)
+    {
+        float *wpack = wpacks + thread_id() * 4 * 16 * RS;
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < s->N * cblocks; task++) {
+            const int64_t n = task / cblocks, cb = task % cblocks;
+            if (per_group) {
+                const int64_t g0 = cb * 4, no = imin(4, s->G - g0);
+                masked_planes(dx + (n * s->C + g0) * HW, no, dy + (n * s->K + g0 * Kg) * HW, Kg * HW, Kg, &f,
+                              m, w + g0 * Kg * RS, Kg * RS, RS, NULL, true, wpack);
+            } else {
+                const int64_t g = cb / ((Cg + 3) / 4), j0 = cb % ((Cg + 3) / 4) * 4, no = imin(4, Cg - j0);
+                masked_planes(dx + (n * s->C + g * Cg + j0) * HW, no, dy + (n * s->K + g * Kg) * HW, 0, Kg,
+                              &f, m, w + (g * Kg * Cg + j0) * RS, RS, Cg * RS, NULL, true, wpack);
+            }
+        }
+    }
+    return true;
+}
+
+/* Weight-gradient sums of one sample for a block of up to 4 output channels o < no: for each input
+ * channel j < Cg and tap,
+ *   sums[(o*Cg + j)*RS + tap] += lanes of sum_v dy_o[v] * x_{o,j}[v*16 + shift[tap]]   (masked)
+ * dy_o = dyo + o*HW; x_{o,j} = xi + o*xos + j*HW (xos 0: the block shares its group's inputs). */
+static void masked_wsums(const float *dyo, int64_t no, const float *xi, int64_t xos, const masked_geom *f,
+                         const __mmask16 *m, __m512 *sums) {
+    const int64_t RS = f->RS, Cg = f->Cg;
+    for (int64_t j = 0; j < Cg; j++)
+        for (int64_t t0 = 0; t0 < RS; t0 += 3) {
+            const int64_t nt = imin(3, RS - t0);
+            __m512 acc[4][3];
+            for (int o = 0; o < 4; o++)
+                for (int t = 0; t < 3; t++) acc[o][t] = _mm512_setzero_ps();
+            for (int64_t v = 0; v < f->nvec; v++) {
+                const __mmask16 vm = v == f->nvec - 1 ? f->last : 0xffff;
+                __m512 d[4];
+                for (int o = 0; o < 4; o++)
+                    d[o] = _mm512_maskz_loadu_ps(o < no ? vm : 0, dyo + o * f->HW + v * 16);
+                for (int t = 0; t < 3; t++) {
+                    const int64_t tap = t0 + (t < nt ? t : 0);
+                    const __mmask16 mk = t < nt ? m[tap * f->nvec4 + v] : 0;
+                    const float *xp = xi + j * f->HW + v * 16 + f->shift[tap];
+                    if (xos)
+                        for (int o = 0; o < 4; o++) {
+                            const __m512 xs = _mm512_maskz_loadu_ps(o < no ? mk : 0, xp + o * xos);
+                            acc[o][t] = _mm512_fmadd_ps(d[o], xs, acc[o][t]);
+                        }
+                    else {
+                        const __m512 xs = _mm512_maskz_loadu_ps(mk, xp);
+                        for (int o = 0; o < 4; o++) acc[o][t] = _mm512_fmadd_ps(d[o], xs, acc[o][t]);
+                    }
+                }
+            }
+            for (int o = 0; o < 4; o++)
+                for (int64_t t = 0; t < nt; t++) {
+                    __m512 *sp = sums + (o * Cg + j) * RS + t0 + t;
+                    *sp = _mm512_add_ps(*sp, acc[o][t]);
+                }
+        }
+}
+
+bool gg__conv2d_bwd_weight_masked(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
+                                  void *ws) {
+    if (!gg__conv2d_masked_supports(s)) return false;
+    masked_geom f;
+    __mmask16 *m = ws;
+    masked_geometry(s, false, &f, m);
+    const int64_t Cg = f.Cg, Kg = f.Kg, RS = f.RS, HW = f.HW;
+    const bool per_group = Kg == 1;
+    const int64_t kblocks = per_group ? (s->G + 3) / 4 : s->G * ((Kg + 3) / 4);
+    __m512 *all_sums = (__m512 *)(void *)((char *)ws + masked_mask_bytes(s));
+#pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * HW * Cg * RS > PAR_MIN)
+    {
+        __m512 *sums = all_sums + thread_id() * 4 * Cg * RS;
+#pragma omp for schedule(static)
+        for (int64_t kb = 0; kb < kblocks; kb++) {
+            int64_t k0, no;
+            if (per_group) k0 = kb * 4, no = imin(4, s->G - k0);
+            else {
+                const int64_t g = kb / ((Kg + 3) / 4);
+                k0 = g * Kg + kb % ((Kg + 3) / 4) * 4, no = imin(4, (g + 1) * Kg - k0);
+            }
+            const int64_t c0 = k0 / Kg * Cg; /* first input channel of output k0's group */
+            for (int64_t i = 0; i < 4 * Cg * RS; i++) sums[i] = _mm512_setzero_ps();
+            for (int64_t n = 0; n < s->N; n++)
+                masked_wsums(dy + (n * s->K + k0) * HW, no, x + (n * s->C + c0) * HW, per_group ? Cg * HW : 0,
+                             &f, m, sums);
+            for (int64_t o = 0; o < no; o++)
+                for (int64_t j = 0; j < Cg; j++)
+                    for (int64_t tap = 0; tap < RS; tap++) {
+                        float lanes[16];
+                        _mm512_storeu_ps(lanes, sums[(o * Cg + j) * RS + tap]);
+                        double acc = 0.0;
+                        for (int l = 0; l < 16; l++) acc += lanes[l];
+                        dw[((k0 + o) * Cg + j) * RS + tap] += (float)acc;
+                    }
+        }
+    }
+    return true;
+}
+#else
+bool gg__conv2d_masked_supports(const gg_conv2d_shape *s) {
+    (void)s;
+    return false;
+}
+size_t gg__conv2d_masked_workspace(const gg_conv2d_shape *s) {
+    (void)s;
+    return 0;
+}
+bool gg__conv2d_fwd_masked(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y,
+                           void *ws) {
+    (void)s, (void)x, (void)w, (void)b, (void)y, (void)ws;
+    return false;
+}
+bool gg__conv2d_bwd_data_masked(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx,
+                                void *ws) {
+    (void)s, (void)dy, (void)w, (void)dx, (void)ws;
+    return false;
+}
+bool gg__conv2d_bwd_weight_masked(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
+                                  void *ws) {
+    (void)s, (void)x, (void)dy, (void)dw, (void)ws;
+    return false;
+}
+#endif
+
 void gg__conv2d_bwd_bias(const gg_conv2d_shape *s, const float *dy, float *db) {
     const int64_t P = s->Ho * s->Wo;
 #pragma omp parallel for schedule(static) num_threads(gg_get_num_threads()) if (s->N * s->K * P > PAR_MIN)

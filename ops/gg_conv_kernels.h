@@ -28,6 +28,7 @@ typedef enum gg_conv_algo {
     GG_CONV_ALGO_DIRECT, /* shifted-plane loops, no im2col; OpenMP over (n, g) */
     GG_CONV_ALGO_XSMM,   /* libxsmm batch-reduce GEMMs on blocked copies, no im2col (C/G, K/G % 16 == 0) */
     GG_CONV_ALGO_LANES,  /* small groups (C/G == K/G <= 8) with 16 channels in the vector lanes */
+    GG_CONV_ALGO_MASKED, /* small groups, same-size stride-1 outputs: flat planes with per-tap lane masks */
     GG_CONV_ALGO_COUNT
 } gg_conv_algo;
 
@@ -88,6 +89,19 @@ bool gg__conv2d_bwd_data_lanes(const gg_conv2d_shape *s, const float *dy, const 
                                void *ws);
 bool gg__conv2d_bwd_weight_lanes(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
                                  void *ws);
+
+/* ---- masked-plane kernel (AVX-512 builds) ----
+ * For stride 1 with same-size outputs (Ho == H, Wo == W), planes up to 4096 pixels, C/G and K/G <= 16.
+ * ws: gg__conv2d_masked_workspace(s) bytes for gg_get_num_threads() threads. Return false (nothing
+ * written) on shapes they do not support. */
+bool gg__conv2d_masked_supports(const gg_conv2d_shape *s);
+size_t gg__conv2d_masked_workspace(const gg_conv2d_shape *s);
+bool gg__conv2d_fwd_masked(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y,
+                           void *ws);
+bool gg__conv2d_bwd_data_masked(const gg_conv2d_shape *s, const float *dy, const float *w, float *dx,
+                                void *ws);
+bool gg__conv2d_bwd_weight_masked(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
+                                  void *ws);
 
 /* db += sum over n, ho, wo of dy (double accumulation, OpenMP over channels). */
 void gg__conv2d_bwd_bias(const gg_conv2d_shape *s, const float *dy, float *db);

@@ -70,10 +70,10 @@ static int backward_sum(gg_tensor *y) {
 
 /* A forced algorithm that does not apply to a shape (xsmm on C/G or K/G not a multiple of 16) falls back
  * to the plan's choice. */
-static const gg_conv_algo ALGOS[] = {GG_CONV_ALGO_REF, GG_CONV_ALGO_GEMM, GG_CONV_ALGO_DIRECT,
-                                     GG_CONV_ALGO_XSMM, GG_CONV_ALGO_LANES};
-#define N_ALGOS 5
-static const char *const ALGO_NAMES[] = {"auto", "ref", "gemm", "direct", "xsmm", "lanes"};
+static const gg_conv_algo ALGOS[] = {GG_CONV_ALGO_REF,  GG_CONV_ALGO_GEMM,  GG_CONV_ALGO_DIRECT,
+                                     GG_CONV_ALGO_XSMM, GG_CONV_ALGO_LANES, GG_CONV_ALGO_MASKED};
+#define N_ALGOS 6
+static const char *const ALGO_NAMES[] = {"auto", "ref", "gemm", "direct", "xsmm", "lanes", "masked"};
 
 /* ---- hand-computed ---- */
 
@@ -250,7 +250,13 @@ ParameterizedTestParameters(conv_grad, grid) {
                                /* the lane kernel: 16 channels in groups of 1 (depthwise), 2 and 8 */
                                {16, 1, 1, PAD_1, 3, 16, 16, GG_CONV_ALGO_LANES},
                                {8, 2, 2, PAD_ASYM, 3, 16, 16, GG_CONV_ALGO_LANES},
-                               {2, 1, 1, PAD_SAME, 5, 16, 16, GG_CONV_ALGO_LANES}};
+                               {2, 1, 1, PAD_SAME, 5, 16, 16, GG_CONV_ALGO_LANES},
+                               /* the masked-plane kernel: 'same' stride-1 outputs, depthwise with a
+                                * multiplier, groups of 2 -> 1, dilation 2 */
+                               {2, 1, 1, PAD_1, 3, 4, 2, GG_CONV_ALGO_MASKED},
+                               {2, 1, 1, PAD_1, 3, 2, 4, GG_CONV_ALGO_MASKED},
+                               {2, 1, 2, PAD_SAME, 3, 4, 4, GG_CONV_ALGO_MASKED},
+                               {4, 1, 1, PAD_SAME, 5, 4, 4, GG_CONV_ALGO_MASKED}};
     for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) cases[n++] = extra[i];
     return cr_make_param_array(grad_case, cases, n, free_cases);
 }
@@ -462,6 +468,27 @@ static void check_fast(const fast_case *f, const char *name) {
         cr_assert_not(gg__conv2d_fwd_lanes(&s, x, w, b, y, NULL), "%s: lanes accepted a shape it cannot do",
                       name);
     }
+    /* the masked-plane kernel (stride 1, same-size outputs, C/G and K/G <= 16; AVX-512 builds) */
+    if (gg__conv2d_masked_supports(&s)) {
+        float *dx2 = rand_buf(nx, 5), *dw2 = rand_buf(nw, 6);
+        ws = gg_alloc(gg__conv2d_masked_workspace(&s));
+        cr_assert_not_null(ws);
+        cr_assert(gg__conv2d_fwd_masked(&s, x, w, b, y, ws));
+        snprintf(what, sizeof what, "%s: masked forward", name);
+        assert_close(y, y_ref, ny, 1e-4, what);
+        cr_assert(gg__conv2d_bwd_data_masked(&s, dy, w, dx2, ws));
+        snprintf(what, sizeof what, "%s: masked dx", name);
+        assert_close(dx2, dx_ref, nx, 1e-4, what);
+        cr_assert(gg__conv2d_bwd_weight_masked(&s, x, dy, dw2, ws));
+        snprintf(what, sizeof what, "%s: masked dw", name);
+        assert_close(dw2, dw_ref, nw, 1e-4, what);
+        gg_free(ws);
+        free(dx2);
+        free(dw2);
+    } else {
+        cr_assert_not(gg__conv2d_fwd_masked(&s, x, w, b, y, NULL), "%s: masked accepted a shape it cannot do",
+                      name);
+    }
     float *all[] = {x, w, b, dy, y_ref, y, dx_ref, dx, dw_ref, dw, db_ref, db};
     for (int i = 0; i < 12; i++) free(all[i]);
 }
@@ -560,6 +587,25 @@ Test(conv_fast, lanes_shapes) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char name[32];
         snprintf(name, sizeof name, "lanes case %zu", i);
+        check_fast(&cases[i], name);
+    }
+}
+
+Test(conv_fast, masked_shapes) {
+    /* N C H W K R S G sh sw pt pb pl pr dh dw */
+    const fast_case cases[] = {
+        {3, 13, 9, 11, 13, 3, 3, 13, 1, 1, 1, 1, 1, 1, 1, 1},  /* depthwise, odd sizes, 99-pixel planes */
+        {2, 12, 8, 8, 24, 3, 3, 12, 1, 1, 1, 1, 1, 1, 1, 1},   /* depthwise, multiplier 2 */
+        {2, 24, 7, 6, 12, 3, 3, 12, 1, 1, 1, 1, 1, 1, 1, 1},   /* 2 channels in, 1 out per group */
+        {2, 40, 16, 16, 40, 3, 3, 5, 1, 1, 1, 1, 1, 1, 1, 1},  /* groups of 8: two output blocks of 4 */
+        {2, 12, 10, 9, 18, 5, 5, 2, 1, 1, 2, 2, 2, 2, 1, 1},   /* 6 -> 9 per group (a short block), 5x5 */
+        {2, 6, 12, 13, 6, 3, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2},    /* dilation 2 */
+        {1, 8, 9, 10, 8, 3, 2, 4, 1, 1, 1, 1, 0, 1, 1, 1},     /* even kernel width, asymmetric 'same' */
+        {2, 16, 70, 61, 16, 3, 3, 16, 1, 1, 1, 1, 1, 1, 1, 1}, /* 4270 pixels: too large (no kernel) */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "masked case %zu", i);
         check_fast(&cases[i], name);
     }
 }
