@@ -46,8 +46,9 @@ gg_conv2d_params gg_conv2d_make(int stride, int pad, int dilation, int groups) {
  *
  * Like cuDNN's benchmark mode: the first time a geometry is seen with a given thread count, each pass is
  * timed on the real buffers with every kernel that applies (the GEMM, the direct kernel, the libxsmm
- * batch-reduce kernel, the channel-lane and masked-plane kernels), twice for the ones that stay within 1.5x
- * of the best first run, and the fastest (minimum time) becomes that pass's kernel for good, except that the
+ * batch-reduce kernel, the channel-lane and masked-plane kernels; after an untimed warm-up run each, which
+ * absorbs libxsmm's JIT and first-touch page faults), twice for the ones within 1.3x of the best first
+ * timing, and the fastest (minimum time) becomes that pass's kernel for good, except that the
  * static rule's kernel stays unless it is more than 15% slower than the fastest. The forward is chosen on the
  * first forward, each gradient pass on the first backward that needs it. Every kernel computes the same sums
  * (within float rounding), and once chosen the kernel of a (geometry, thread count) never changes in the
@@ -260,13 +261,14 @@ static gg_conv_algo tune_pass(const pass_args *a, int pass, float *out, int *st)
                                         GG_CONV_ALGO_DIRECT, GG_CONV_ALGO_GEMM};
     enum { NC = sizeof cand / sizeof *cand };
     double best[NC];
+    bool usable[NC];
+    /* round 0 warms up (libxsmm's JIT, first touch of each workspace) untimed; round 1 times every kernel,
+     * round 2 again those within 1.3x of the best */
     double best_all = 1e300;
-    for (int round = 0; round < 2; round++)
+    for (int round = 0; round < 3; round++)
         for (int i = 0; i < NC; i++) {
-            if (round == 0) best[i] = -1.0;
-            if (!algo_applies(a->s, pass, cand[i]) ||
-                (round == 1 && !(best[i] >= 0 && best[i] <= 1.5 * best_all)))
-                continue;
+            if (round == 0) best[i] = -1.0, usable[i] = algo_applies(a->s, pass, cand[i]);
+            if (!usable[i] || (round == 2 && !(best[i] <= 1.3 * best_all))) continue;
             const double t0 = now_seconds();
             const int r = run_pass(a, pass, cand[i], out);
             const double t = now_seconds() - t0;
@@ -274,7 +276,8 @@ static gg_conv_algo tune_pass(const pass_args *a, int pass, float *out, int *st)
                 *st = r;
                 return GG_CONV_ALGO_AUTO;
             }
-            if (r == NOT_AVAILABLE) continue;
+            if (r == NOT_AVAILABLE) usable[i] = false;
+            if (round == 0 || !usable[i]) continue;
             if (best[i] < 0 || t < best[i]) best[i] = t;
             if (t < best_all) best_all = t;
         }
