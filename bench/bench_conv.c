@@ -370,6 +370,13 @@ int main(int argc, char **argv) {
     const int peak_trials = o.quick ? 1 : 5;
     o.peak1 = bench_fma_peak_gflops(1, peak_s, peak_trials);
     o.peak = o.threads > 1 ? bench_fma_peak_gflops(o.threads, peak_s, peak_trials) : o.peak1;
+    /* On a shared machine another process can hold a core: then the threaded peak falls short of
+     * threads x the 1-thread peak, and the threaded timings are not representative. */
+    if (o.threads > 1 && o.peak < 0.8 * o.threads * o.peak1)
+        fprintf(stderr,
+                "bench_conv: warning: the %d-thread FMA peak (%.1f GFLOP/s) is only %.2fx the 1-thread peak "
+                "(%.1f): other load on the machine, timings are unreliable\n",
+                o.threads, o.peak, o.peak / o.peak1, o.peak1);
     if (o.ref) gg__conv2d_force_algo(GG_CONV_ALGO_REF);
     if (!o.json) {
         printf("groupgrad %s, conv path %s, %d thread(s); FMA peak (%s, %d x %d-float accumulators): "

@@ -218,6 +218,9 @@ def main():
         print()
         print("{} thread(s){}".format(threads, "; FMA peak {:.0f} GFLOP/s on 1 thread, {:.0f} on {}".format(
             peak["peak1_gflops"], peak["peak_gflops"], threads) if peak else ""))
+        if peak and threads > 1 and peak["peak_gflops"] < 0.8 * threads * peak["peak1_gflops"]:
+            print("WARNING: the {}-thread peak is only {:.2f}x the 1-thread peak: other load on the machine, "
+                  "these timings are unreliable".format(threads, peak["peak_gflops"] / peak["peak1_gflops"]))
         print("{:<40} {:<10} {:>9} {:>9} {:>11} {:>9} {:>6} {:>9}".format(
             "case", "pass", "ours ms", "torch ms", "torch/ours", "GFLOP/s", "%peak", "torch GF/s"))
         for r in sel:
