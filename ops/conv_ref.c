@@ -1223,10 +1223,9 @@ static inline __attribute__((always_inline)) v16 lane_bcast(const float *p, int6
     switch (G) {
     case 1:
         return (v16)_mm512_set1_ps(p[j]);
-    case 2: {
-        double d;
-        memcpy(&d, p + 2 * j, sizeof d);
-        return (v16)_mm512_castpd_ps(_mm512_set1_pd(d));
+    case 2: { /* a may_alias double so that it folds into vbroadcastsd m64 (a plain load) */
+        typedef double alias_double __attribute__((may_alias, aligned(4)));
+        return (v16)_mm512_castpd_ps(_mm512_set1_pd(*(const alias_double *)(const void *)(p + 2 * j)));
     }
     case 4:
         return (v16)_mm512_broadcast_f32x4(_mm_loadu_ps(p + 4 * j));
@@ -1528,7 +1527,7 @@ static void lane_wgrad_s1_any(const float *d, int64_t Ho, int64_t Wd, const floa
         LW(1, GG, 8, 8); \
         break;           \
     case 3:              \
-        LW(3, GG, 8, 4); \
+        LW(3, GG, 8, 2); \
         break;           \
     case 5:              \
         LW(5, GG, 8, 2); \
@@ -1650,7 +1649,8 @@ typedef struct masked_geom {
 } masked_geom;
 
 /* Shifts and masks m[tap*nvec4 + v] of the forward (data: the transposed taps, input = dy); vectors past
- * the plane (up to nvec4, a multiple of 4) have empty masks. */
+ * the plane (up to nvec4, a multiple of 4) have empty masks. Row RS is all zero (padding taps), row RS + 1
+ * the valid lanes of each output vector. */
 static void masked_geometry(const gg_conv2d_shape *s, bool data, masked_geom *f, __mmask16 *m) {
     f->HW = s->H * s->W, f->nvec = (f->HW + 15) / 16, f->nvec4 = round_up(f->nvec, 4), f->RS = s->R * s->S;
     f->Cg = s->C / s->G, f->Kg = s->K / s->G;
@@ -1669,18 +1669,22 @@ static void masked_geometry(const gg_conv2d_shape *s, bool data, masked_geom *f,
             m[tap * f->nvec4 + v] = (__mmask16)mask;
         }
     }
+    for (int64_t v = 0; v < f->nvec4; v++) {
+        m[f->RS * f->nvec4 + v] = 0;
+        m[(f->RS + 1) * f->nvec4 + v] = v < f->nvec - 1 ? (__mmask16)0xffff : v == f->nvec - 1 ? f->last : 0;
+    }
 }
 
 /* Bytes of the mask table at the start of the workspace (64-byte multiple). */
 static int64_t masked_mask_bytes(const gg_conv2d_shape *s) {
-    return round_up((MASKED_MAX_VEC + 4) * s->R * s->S * (int64_t)sizeof(__mmask16), 64);
+    return round_up((MASKED_MAX_VEC + 4) * (s->R * s->S + 2) * (int64_t)sizeof(__mmask16), 64);
 }
 
 size_t gg__conv2d_masked_workspace(const gg_conv2d_shape *s) {
     const int64_t RS = s->R * s->S, Cg = s->C / s->G, Kg = s->K / s->G;
     /* masks, then per thread the packed weights of a block ([16][RS][4] floats) or the weight-gradient
-     * sums ([4][Cg][RS] vectors) */
-    const int64_t per_thread = imax(4 * 16 * RS * 4, 4 * imax(Cg, Kg) * RS * 64);
+     * sums ([8][Cg][RS rounded up to 2 or 9] vectors) */
+    const int64_t per_thread = imax(4 * 16 * RS * 4, 8 * imax(Cg, Kg) * (RS + 8) * 64);
     return (size_t)(masked_mask_bytes(s) + gg_get_num_threads() * per_thread);
 }
 
@@ -1818,47 +1822,58 @@ bool gg__conv2d_bwd_data_masked(const gg_conv2d_shape *s, const float *dy, const
     return true;
 }
 
-/* Weight-gradient sums of one sample for a block of up to 4 output channels o < no: for each input
+/* Weight-gradient sums of one sample for a block of output channels o < no (<= OB): for each input
  * channel j < Cg and tap,
- *   sums[(o*Cg + j)*RS + tap] += lanes of sum_v dy_o[v] * x_{o,j}[v*16 + shift[tap]]   (masked)
- * dy_o = dyo + o*HW; x_{o,j} = xi + o*xos + j*HW (xos 0: the block shares its group's inputs). */
-static void masked_wsums(const float *dyo, int64_t no, const float *xi, int64_t xos, const masked_geom *f,
-                         const __mmask16 *m, __m512 *sums) {
-    const int64_t RS = f->RS, Cg = f->Cg;
+ *   sums[(o*Cg + j)*RSp + tap] += lanes of sum_v dy_o[v] * x_{o,j}[v*16 + shift[tap]]   (masked)
+ * with dy_o = dyo + o*HW and x_{o,j} = xi + o*xos + j*HW (xos 0: the block shares its group's inputs).
+ * OB output channels x TB taps of accumulators (constants after inlining); taps past RS (up to RSp, a
+ * multiple of TB) read nothing. */
+static inline __attribute__((always_inline)) void masked_wsums(const float *dyo, int64_t no, const float *xi,
+                                                               int64_t xos, const masked_geom *f,
+                                                               const __mmask16 *m, __m512 *sums, int64_t RSp,
+                                                               int OB, int TB) {
+    const int64_t RS = f->RS, Cg = f->Cg, HW = f->HW, nvec = f->nvec, nvec4 = f->nvec4;
+    const __mmask16 *valid = m + (RS + 1) * nvec4;
+    __mmask16 om[8];
+    for (int o = 0; o < OB; o++) om[o] = o < no ? (__mmask16)0xffff : 0;
     for (int64_t j = 0; j < Cg; j++)
-        for (int64_t t0 = 0; t0 < RS; t0 += 3) {
-            const int64_t nt = imin(3, RS - t0);
-            __m512 acc[4][3];
-            for (int o = 0; o < 4; o++)
-                for (int t = 0; t < 3; t++) acc[o][t] = _mm512_setzero_ps();
-            for (int64_t v = 0; v < f->nvec; v++) {
-                const __mmask16 vm = v == f->nvec - 1 ? f->last : 0xffff;
-                __m512 d[4];
-                for (int o = 0; o < 4; o++)
-                    d[o] = _mm512_maskz_loadu_ps(o < no ? vm : 0, dyo + o * f->HW + v * 16);
-                for (int t = 0; t < 3; t++) {
-                    const int64_t tap = t0 + (t < nt ? t : 0);
-                    const __mmask16 mk = t < nt ? m[tap * f->nvec4 + v] : 0;
-                    const float *xp = xi + j * f->HW + v * 16 + f->shift[tap];
-                    if (xos)
-                        for (int o = 0; o < 4; o++) {
-                            const __m512 xs = _mm512_maskz_loadu_ps(o < no ? mk : 0, xp + o * xos);
+        for (int64_t t0 = 0; t0 < RS; t0 += TB) {
+            const __mmask16 *mt[9];
+            const float *xp[9];
+            for (int t = 0; t < TB; t++) {
+                const int64_t tap = t0 + t;
+                mt[t] = m + (tap < RS ? tap : RS) * nvec4;
+                xp[t] = xi + j * HW + (tap < RS ? f->shift[tap] : 0);
+            }
+            __m512 acc[8][9];
+            for (int o = 0; o < OB; o++)
+                for (int t = 0; t < TB; t++) acc[o][t] = _mm512_setzero_ps();
+            for (int64_t v = 0; v < nvec; v++) {
+                __m512 d[8];
+                for (int o = 0; o < OB; o++)
+                    d[o] = _mm512_maskz_loadu_ps(valid[v] & om[o], dyo + o * HW + v * 16);
+                for (int t = 0; t < TB; t++) {
+                    if (xos == 0) {
+                        const __m512 xs = _mm512_maskz_loadu_ps(mt[t][v], xp[t] + v * 16);
+                        for (int o = 0; o < OB; o++) acc[o][t] = _mm512_fmadd_ps(d[o], xs, acc[o][t]);
+                    } else
+                        for (int o = 0; o < OB; o++) {
+                            const __m512 xs =
+                                _mm512_maskz_loadu_ps(mt[t][v] & om[o], xp[t] + o * xos + v * 16);
                             acc[o][t] = _mm512_fmadd_ps(d[o], xs, acc[o][t]);
                         }
-                    else {
-                        const __m512 xs = _mm512_maskz_loadu_ps(mk, xp);
-                        for (int o = 0; o < 4; o++) acc[o][t] = _mm512_fmadd_ps(d[o], xs, acc[o][t]);
-                    }
                 }
             }
-            for (int o = 0; o < 4; o++)
-                for (int64_t t = 0; t < nt; t++) {
-                    __m512 *sp = sums + (o * Cg + j) * RS + t0 + t;
+            for (int o = 0; o < OB; o++)
+                for (int t = 0; t < TB; t++) {
+                    __m512 *sp = sums + (o * Cg + j) * RSp + t0 + t;
                     *sp = _mm512_add_ps(*sp, acc[o][t]);
                 }
         }
 }
 
+/* Weight gradient: blocks of 8 output channels of a group sharing its inputs (2 taps of accumulators
+ * each), or with one output channel per group (depthwise-like) blocks of 2 groups with 9 taps each. */
 bool gg__conv2d_bwd_weight_masked(const gg_conv2d_shape *s, const float *x, const float *dy, float *dw,
                                   void *ws) {
     if (!gg__conv2d_masked_supports(s)) return false;
@@ -1867,29 +1882,33 @@ bool gg__conv2d_bwd_weight_masked(const gg_conv2d_shape *s, const float *x, cons
     masked_geometry(s, false, &f, m);
     const int64_t Cg = f.Cg, Kg = f.Kg, RS = f.RS, HW = f.HW;
     const bool per_group = Kg == 1;
-    const int64_t kblocks = per_group ? (s->G + 3) / 4 : s->G * ((Kg + 3) / 4);
+    const int OB = per_group ? 2 : 8, TB = per_group ? 9 : 2;
+    const int64_t RSp = round_up(RS, TB), kpg = (Kg + OB - 1) / OB; /* blocks per group */
+    const int64_t kblocks = per_group ? (s->G + OB - 1) / OB : s->G * kpg;
     __m512 *all_sums = (__m512 *)(void *)((char *)ws + masked_mask_bytes(s));
 #pragma omp parallel num_threads(gg_get_num_threads()) if (s->N * s->K * HW * Cg * RS > PAR_MIN)
     {
-        __m512 *sums = all_sums + thread_id() * 4 * Cg * RS;
+        __m512 *sums = all_sums + thread_id() * 8 * imax(Cg, Kg) * (RS + 8);
 #pragma omp for schedule(static)
         for (int64_t kb = 0; kb < kblocks; kb++) {
             int64_t k0, no;
-            if (per_group) k0 = kb * 4, no = imin(4, s->G - k0);
+            if (per_group) k0 = kb * OB, no = imin(OB, s->G - k0);
             else {
-                const int64_t g = kb / ((Kg + 3) / 4);
-                k0 = g * Kg + kb % ((Kg + 3) / 4) * 4, no = imin(4, (g + 1) * Kg - k0);
+                const int64_t g = kb / kpg;
+                k0 = g * Kg + kb % kpg * OB, no = imin(OB, (g + 1) * Kg - k0);
             }
             const int64_t c0 = k0 / Kg * Cg; /* first input channel of output k0's group */
-            for (int64_t i = 0; i < 4 * Cg * RS; i++) sums[i] = _mm512_setzero_ps();
-            for (int64_t n = 0; n < s->N; n++)
-                masked_wsums(dy + (n * s->K + k0) * HW, no, x + (n * s->C + c0) * HW, per_group ? Cg * HW : 0,
-                             &f, m, sums);
+            for (int64_t i = 0; i < OB * Cg * RSp; i++) sums[i] = _mm512_setzero_ps();
+            for (int64_t n = 0; n < s->N; n++) {
+                const float *dyo = dy + (n * s->K + k0) * HW, *xi = x + (n * s->C + c0) * HW;
+                if (per_group) masked_wsums(dyo, no, xi, Cg * HW, &f, m, sums, RSp, 2, 9);
+                else masked_wsums(dyo, no, xi, 0, &f, m, sums, RSp, 8, 2);
+            }
             for (int64_t o = 0; o < no; o++)
                 for (int64_t j = 0; j < Cg; j++)
                     for (int64_t tap = 0; tap < RS; tap++) {
                         float lanes[16];
-                        _mm512_storeu_ps(lanes, sums[(o * Cg + j) * RS + tap]);
+                        _mm512_storeu_ps(lanes, sums[(o * Cg + j) * RSp + tap]);
                         double acc = 0.0;
                         for (int l = 0; l < 16; l++) acc += lanes[l];
                         dw[((k0 + o) * Cg + j) * RS + tap] += (float)acc;
