@@ -1,7 +1,10 @@
-/* Convolution kernels: the plain-C reference (the oracle), im2col + BLIS GEMM, and the direct kernel
- * (shifted vectorised passes over zero-bordered planes; any groups, strides, dilation).
- * Shapes and conventions: gg_conv_kernels.h. Threads: OpenMP regions for im2col, col2im, gathers and the
- * direct kernel; BLIS (gg__sgemm) is always called outside them and threads itself. */
+/* Convolution kernels: the plain-C reference (the oracle), im2col + BLIS GEMM, the direct kernel (shifted
+ * vectorised passes over zero-bordered planes), the libxsmm batch-reduce kernel (blocked copies), the
+ * channel-lane kernel and the masked-plane kernel for small groups. Any groups, strides, dilation for the
+ * reference, GEMM and direct kernels; the others state what they support. Shapes and conventions:
+ * gg_conv_kernels.h. Threads: OpenMP regions for im2col, col2im, gathers, reorders and the direct, xsmm,
+ * lane and masked kernels; BLIS (gg__sgemm) is always called outside them and threads itself. FMA
+ * contraction comes from the project's -ffp-contract=fast. */
 #include <stdbool.h>
 #include <string.h>
 #if defined(__AVX512F__)
@@ -17,11 +20,6 @@
 #include "gg_runtime.h"
 
 #define PAR_MIN 32768 /* elements of work below which a loop stays serial */
-
-/* ISO C mode (-std=c11) makes GCC keep a*b + c as two roundings: allow FMA contraction in these kernels. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("fp-contract=fast")
-#endif
 
 static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
