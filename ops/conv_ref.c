@@ -1298,7 +1298,12 @@ static inline __attribute__((always_inline)) void lane_block_s1(float *out, int6
             for (int i = 0; i < 2; i++) {
                 const float *xr = xb + (base + i * rstep + r * tstep) * 16;
                 v16 X[8 + 6];
-                for (int u = 0; u < 8 + S - 1; u++) X[u] = lane_bcast(xr + u * 16, j, G);
+                for (int u = 0; u < 8 + S - 1; u++) {
+                    X[u] = lane_bcast(xr + u * 16, j, G);
+#if defined(__GNUC__) && defined(__AVX512F__)
+                    __asm__("" : "+v"(X[u])); /* loaded once, used by S taps: not folded into the FMAs */
+#endif
+                }
                 for (int t = 0; t < S; t++) {
                     const v16 wt = ld16(wv + ((j * R + r) * S + t) * 16);
                     for (int p = 0; p < 8; p++) acc[i][p] += wt * X[p + t];
@@ -1502,8 +1507,20 @@ static inline __attribute__((always_inline)) void lane_wgrad_s1(const float *d, 
             for (int64_t wo = 0; wo < Wd; wo += NP) {
                 const float *xr = xb + (ho * rstep + r * tstep + wo) * 16, *dr = d + (ho * Wd + wo) * 16;
                 v16 D[8], X[8 + 6];
-                for (int p = 0; p < NP; p++) D[p] = ld16(dr + p * 16);
-                for (int u = 0; u < NP + S - 1; u++) X[u] = lane_bcast(xr + u * 16, j, G);
+                for (int p = 0; p < NP; p++) {
+                    D[p] = ld16(dr + p * 16);
+#if defined(__GNUC__) && defined(__AVX512F__)
+                    /* keep the dy vectors in registers: folded into the FMAs they would be reloaded S
+                     * times, and the loads (not the FMAs) would bound the loop */
+                    __asm__("" : "+v"(D[p]));
+#endif
+                }
+                for (int u = 0; u < NP + S - 1; u++) {
+                    X[u] = lane_bcast(xr + u * 16, j, G);
+#if defined(__GNUC__) && defined(__AVX512F__)
+                    __asm__("" : "+v"(X[u])); /* loaded once, used by S taps: not folded into the FMAs */
+#endif
+                }
                 for (int p = 0; p < NP; p++)
                     for (int t = 0; t < S; t++) acc[t][p % NA] += D[p] * X[p + t];
             }
@@ -1525,7 +1542,7 @@ static void lane_wgrad_s1_any(const float *d, int64_t Ho, int64_t Wd, const floa
         LW(1, GG, 8, 8); \
         break;           \
     case 3:              \
-        LW(3, GG, 8, 2); \
+        LW(3, GG, 8, 4); \
         break;           \
     case 5:              \
         LW(5, GG, 8, 2); \
