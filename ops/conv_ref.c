@@ -939,6 +939,9 @@ static void to_blocked_map(const float *src, int64_t H, int64_t W, int64_t blk, 
         }
         memset(d, 0, (size_t)(jlo * blk) * sizeof(float));
         const float *sr = src + h * W - left;
+        if (h + 1 < H) /* the next row of every plane: blk strided streams the hardware prefetch misses */
+            for (int64_t c = 0; c < blk; c++)
+                for (int64_t j = jlo; j < jhi; j += 16) __builtin_prefetch(sr + c * HW + W + j);
         for (int64_t j = jlo; j < jhi; j += 16)
             for (int64_t c = 0; c < blk; c += 16)
                 tile_transpose_map(sr + c * HW + j, HW, 16, imin(16, jhi - j), d + j * blk + c, blk,
@@ -1019,6 +1022,9 @@ bool gg__conv2d_fwd_xsmm(const gg_conv2d_shape *s, const float *x, const float *
             const float *A = wb + kb * n_br * bc * bk, *B = xb + (n * f.Cb + g * f.Cgb) * f.xblock;
             float *yk = y + (n * s->K + kb * bk) * P;
             for (int64_t ho = 0; ho < s->Ho; ho++) {
+                for (int64_t k = 0; k < bk; k++) /* the rows the transpose below writes */
+                    for (int64_t j = 0; j < s->Wo; j += 16)
+                        __builtin_prefetch(yk + k * P + ho * s->Wo + j, 1);
                 gg__xsmm_brgemm(kern, A, B + ho * s->str_h * f.Wp * bc, row, n_br, aoff, boff);
                 for (int64_t j = 0; j < s->Wo; j += 16)
                     for (int64_t k = 0; k < bk; k += 16)
@@ -1071,6 +1077,9 @@ bool gg__conv2d_bwd_data_xsmm(const gg_conv2d_shape *s, const float *dy, const f
             const float *A = wd + cb * n_br * bc * bk, *B = dyb + (n * f.Kb + g * f.Kgb) * f.dblock;
             float *dxc = dx + (n * s->C + cb * bc) * HW;
             for (int64_t hi = 0; hi < s->H; hi++) {
+                for (int64_t c = 0; c < bc; c++) /* the rows the transpose below adds into */
+                    for (int64_t j = 0; j < s->W; j += 16)
+                        __builtin_prefetch(dxc + c * HW + hi * s->W + j, 1);
                 gg__xsmm_brgemm(kern, A, B + hi * f.Wq * bk, row, n_br, aoff, boff);
                 for (int64_t j = 0; j < s->W; j += 16)
                     for (int64_t c = 0; c < bc; c += 16)
@@ -1373,6 +1382,11 @@ static void lane_plane(float *row, int64_t n_rows, int64_t width, v16 init, cons
                        const lane_src *a, const int32_t *map, float *dst, int64_t pstride, int op) {
     for (int64_t h = 0; h < n_rows; h += 2) {
         const int64_t nr = imin(2, n_rows - h);
+        /* the 16 planes' rows this block writes: fetched while it computes (add: read, store: own) */
+        for (int64_t i = 0; i < nr; i++)
+            for (int l = 0; l < 16; l++)
+                for (int64_t j = 0; j < width; j += 16)
+                    __builtin_prefetch(dst + l * pstride + (h + i) * width + j, 1);
         for (int64_t p = 0; p < width; p += 8) {
             const int64_t np = imin(8, width - p), base = h * a->rstep + p * a->step;
             if (a->s1)
