@@ -541,6 +541,14 @@ static void direct_geometry(const gg_conv2d_shape *s, bool stack, direct_geom *f
     f->per_thread = imax(fwd, imax(bwd_data, bwd_weight));
 }
 
+static inline int team_size(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 static inline int thread_id(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -772,8 +780,20 @@ void gg__conv2d_bwd_weight_direct(const gg_conv2d_shape *s, const float *x, cons
                 weight_sums_chunk(s, &f, x, dy, n0, imin(f.nbs, s->N - n0), g, 0, Kg, xph, dext,
                                   sums + 2 * g * Kg * Cg * RS);
             }
-#pragma omp critical(gg_conv_dw)
-            flush_sums(dw, sums, s->K * Cg * RS);
+            /* every thread's sums, added in thread order (the implicit barrier above ends the sums):
+             * the result does not depend on which thread finishes first */
+            const int team = team_size();
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < s->K * Cg * RS; i++) {
+                double r = 0;
+                for (int t = 0; t < team; t++) {
+                    const vd *st = (const vd *)(const void *)((const float *)ws + f.shared +
+                                                              t * f.per_thread + Cg * f.xplane + 2 * f.acc);
+                    const vd v = st[2 * i] + st[2 * i + 1];
+                    for (int k = 0; k < VW / 2; k++) r += v[k];
+                }
+                dw[i] += (float)r;
+            }
         } else {
 #pragma omp for schedule(static)
             for (int64_t task = 0; task < s->G * blocks; task++) {

@@ -610,6 +610,36 @@ Test(conv_fast, masked_shapes) {
     }
 }
 
+/* Kernels that split a reduction over threads add the parts in a fixed order: repeated runs with the
+ * same thread count give the same bits (the suite runs with 2 threads). */
+Test(conv_fast, weight_gradients_are_deterministic) {
+    const fast_case cases[] = {
+        {8, 32, 16, 16, 32, 3, 3, 32, 1, 1, 1, 1, 1, 1, 1, 1}, /* direct: private per-thread sums */
+        {5, 16, 12, 12, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},  /* xsmm: one block pair, samples split */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        gg_conv2d_shape s = make_shape(&cases[c]);
+        const int64_t nx = s.N * s.C * s.H * s.W, nw = s.K * (s.C / s.G) * s.R * s.S,
+                      ny = s.N * s.K * s.Ho * s.Wo;
+        float *x = rand_buf(nx, 1), *dy = rand_buf(ny, 2), *dw0 = calloc((size_t)nw, sizeof(float));
+        float *dw1 = calloc((size_t)nw, sizeof(float));
+        const size_t bytes = c == 0 ? gg__conv2d_direct_workspace(&s) : gg__conv2d_xsmm_workspace(&s);
+        void *ws = gg_alloc(bytes);
+        cr_assert_not_null(ws);
+        for (int run = 0; run < 6; run++) {
+            float *d = run == 0 ? dw0 : dw1;
+            memset(d, 0, (size_t)nw * sizeof(float));
+            if (c == 0) gg__conv2d_bwd_weight_direct(&s, x, dy, d, ws);
+            else cr_assert(gg__conv2d_bwd_weight_xsmm(&s, x, dy, d, ws));
+            if (run)
+                cr_assert(memcmp(dw0, dw1, (size_t)nw * sizeof(float)) == 0, "case %zu: run %d differs", c,
+                          run);
+        }
+        gg_free(ws);
+        free(x), free(dy), free(dw0), free(dw1);
+    }
+}
+
 Test(conv_fast, xsmm_random_shapes) {
     gt_lcg g;
     gt_lcg_seed(&g, 77);
