@@ -47,16 +47,16 @@ gg_conv2d_params gg_conv2d_make(int stride, int pad, int dilation, int groups) {
  * Like cuDNN's benchmark mode: the first time a geometry is seen with a given thread count, each pass is
  * timed on the real buffers with every kernel that applies (the GEMM, the direct kernel, the libxsmm
  * batch-reduce kernel, the channel-lane and masked-plane kernels; after an untimed warm-up run each, which
- * absorbs libxsmm's JIT and first-touch page faults), twice for the ones within 1.3x of the best first
- * timing, and the fastest (minimum time) becomes that pass's kernel for good, except that the
- * static rule's kernel stays unless it is more than 15% slower than the fastest. The forward is chosen on the
- * first forward, each gradient pass on the first backward that needs it. Every kernel computes the same sums
- * (within float rounding), and once chosen the kernel of a (geometry, thread count) never changes in the
- * process, so repeated runs give identical results. Plans are global (shared by all threads) and never
- * evicted below PLAN_SLOTS geometries; past that the oldest plan is replaced. Convolutions below
- * TUNE_MIN_MACS multiply-adds are not timed (the timing would cost more than it can win, and single runs are
- * noise): they follow static rules measured on this machine (static_algo). gg__conv2d_set_tuning(false)
- * applies the static rules everywhere. */
+ * absorbs libxsmm's JIT and first-touch page faults, and drops kernels 4x behind), twice for the ones
+ * within 1.3x of the best first timing, and the fastest (minimum time) becomes that pass's kernel for good,
+ * except that the static rule's kernel stays unless it is more than 15% slower than the fastest. The forward
+ * is chosen on the first forward, each gradient pass on the first backward that needs it. Every kernel
+ * computes the same sums (within float rounding), and once chosen the kernel of a (geometry, thread count)
+ * never changes in the process, so repeated runs give identical results. Plans are global (shared by all
+ * threads) and never evicted below PLAN_SLOTS geometries; past that the oldest plan is replaced. Convolutions
+ * below TUNE_MIN_MACS multiply-adds are not timed (the timing would cost more than it can win, and single
+ * runs are noise): they follow static rules measured on this machine (static_algo).
+ * gg__conv2d_set_tuning(false) applies the static rules everywhere. */
 
 typedef struct conv_plan {
     gg_conv2d_shape key;
@@ -260,15 +260,18 @@ static gg_conv_algo tune_pass(const pass_args *a, int pass, float *out, int *st)
     static const gg_conv_algo cand[] = {GG_CONV_ALGO_XSMM, GG_CONV_ALGO_LANES, GG_CONV_ALGO_MASKED,
                                         GG_CONV_ALGO_DIRECT, GG_CONV_ALGO_GEMM};
     enum { NC = sizeof cand / sizeof *cand };
-    double best[NC];
+    double best[NC], warm[NC];
     bool usable[NC];
-    /* round 0 warms up (libxsmm's JIT, first touch of each workspace) untimed; round 1 times every kernel,
-     * round 2 again those within 1.3x of the best */
-    double best_all = 1e300;
+    /* round 0 warms up (libxsmm's JIT, first touch of each workspace); round 1 times the kernels whose
+     * warm-up took at most 4x the fastest warm-up (that one includes the JIT and page faults, so this only
+     * drops kernels far behind), round 2 again those within 1.3x of the best */
+    double best_all = 1e300, best_warm = 1e300;
     for (int round = 0; round < 3; round++)
         for (int i = 0; i < NC; i++) {
             if (round == 0) best[i] = -1.0, usable[i] = algo_applies(a->s, pass, cand[i]);
-            if (!usable[i] || (round == 2 && !(best[i] <= 1.3 * best_all))) continue;
+            if (!usable[i] || (round == 1 && warm[i] > 4.0 * best_warm) ||
+                (round == 2 && !(best[i] <= 1.3 * best_all)))
+                continue;
             const double t0 = now_seconds();
             const int r = run_pass(a, pass, cand[i], out);
             const double t = now_seconds() - t0;
@@ -277,7 +280,12 @@ static gg_conv_algo tune_pass(const pass_args *a, int pass, float *out, int *st)
                 return GG_CONV_ALGO_AUTO;
             }
             if (r == NOT_AVAILABLE) usable[i] = false;
-            if (round == 0 || !usable[i]) continue;
+            if (!usable[i]) continue;
+            if (round == 0) {
+                warm[i] = t;
+                if (t < best_warm) best_warm = t;
+                continue;
+            }
             if (best[i] < 0 || t < best[i]) best[i] = t;
             if (t < best_all) best_all = t;
         }
