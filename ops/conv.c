@@ -418,7 +418,7 @@ static int check_args(const gg_tensor *x, const gg_tensor *w, const gg_tensor *b
 
 /* ---- forward and backward dispatch ---- */
 
-static int forward(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y) {
+int gg__conv2d_forward(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y) {
     if (s->N == 0 || s->K == 0) return GG_OK;
     const conv_plan p = get_plan(s);
     const pass_args a = {.s = s, .nb = p.nb, .x = x, .w = w, .b = b};
@@ -426,6 +426,30 @@ static int forward(const gg_conv2d_shape *s, const float *x, const float *w, con
     /* timing writes y itself; the chosen kernel then runs last */
     const gg_conv_algo algo = pick_algo(&p, &a, PASS_FWD, y, 0, &st);
     return st ? st : run_with(&a, PASS_FWD, algo, y);
+}
+
+int gg__conv2d_backward(const gg_conv2d_shape *s, const float *x, const float *w, const float *dy, float *dx,
+                        float *dw) {
+    if (s->N == 0 || s->K == 0 || s->C == 0 || (!dx && !dw)) return GG_OK;
+    const conv_plan p = get_plan(s);
+    const pass_args a = {.s = s, .nb = p.nb, .x = x, .w = w, .dy = dy};
+    int st = GG_OK;
+    const gg_conv_algo ad =
+        dx ? pick_algo(&p, &a, PASS_DATA, NULL, s->N * s->C * s->H * s->W, &st) : GG_CONV_ALGO_AUTO;
+    const gg_conv_algo aw = dw && !st
+                                ? pick_algo(&p, &a, PASS_WEIGHT, NULL, s->K * (s->C / s->G) * s->R * s->S, &st)
+                                : GG_CONV_ALGO_AUTO;
+    if (st) return st;
+    if (ad == GG_CONV_ALGO_GEMM && aw == GG_CONV_ALGO_GEMM) { /* one pass for both: im2col once */
+        void *ws = gg_alloc(gg__conv2d_gemm_workspace(s, p.nb));
+        if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace");
+        gg__conv2d_bwd_gemm(s, p.nb, x, w, dy, dx, dw, ws);
+        gg_free(ws);
+        return GG_OK;
+    }
+    if (dx) st = run_with(&a, PASS_DATA, ad, dx);
+    if (dw && !st) st = run_with(&a, PASS_WEIGHT, aw, dw);
+    return st;
 }
 
 /* ip[] holds the geometry, then the saved-slot index of x and of w (-1: not saved). */
@@ -451,26 +475,7 @@ static int conv2d_backward(gg_node *node, const gg_tensor *gout) {
     if ((dx && !w) || (dw && !x))
         return gg_error_set(GG_ERR_STATE, FN, "backward: a needed input was not saved");
     if (gb) gg__conv2d_bwd_bias(&s, dy, gg_tensor_data(gb));
-    if (!dx && !dw) return GG_OK;
-    const conv_plan p = get_plan(&s);
-    const pass_args a = {.s = &s, .nb = p.nb, .x = x, .w = w, .dy = dy};
-    int st = GG_OK;
-    const gg_conv_algo ad =
-        dx ? pick_algo(&p, &a, PASS_DATA, NULL, s.N * s.C * s.H * s.W, &st) : GG_CONV_ALGO_AUTO;
-    const gg_conv_algo aw = dw && !st
-                                ? pick_algo(&p, &a, PASS_WEIGHT, NULL, s.K * (s.C / s.G) * s.R * s.S, &st)
-                                : GG_CONV_ALGO_AUTO;
-    if (st) return st;
-    if (ad == GG_CONV_ALGO_GEMM && aw == GG_CONV_ALGO_GEMM) { /* one pass for both: im2col once */
-        void *ws = gg_alloc(gg__conv2d_gemm_workspace(&s, p.nb));
-        if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace");
-        gg__conv2d_bwd_gemm(&s, p.nb, x, w, dy, dx, dw, ws);
-        gg_free(ws);
-        return GG_OK;
-    }
-    if (dx) st = run_with(&a, PASS_DATA, ad, dx);
-    if (dw && !st) st = run_with(&a, PASS_WEIGHT, aw, dw);
-    return st;
+    return gg__conv2d_backward(&s, x, w, dy, dx, dw);
 }
 
 static const gg_op_def CONV2D_OP = {"conv2d", conv2d_backward};
@@ -487,7 +492,7 @@ gg_tensor *gg_conv2d(gg_tensor *x, gg_tensor *w, gg_tensor *bias, const gg_conv2
     gg_tensor *bc = bias ? gg_tensor_contiguous(bias) : NULL;
     gg_tensor *out =
         (xc && wc && (bc || !bias)) ? gg_op_output(4, (const int64_t[]){s.N, s.K, s.Ho, s.Wo}, FN) : NULL;
-    int st = out ? forward(&s, gg_tensor_data(xc), gg_tensor_data(wc), bc ? gg_tensor_data(bc) : NULL,
+    int st = out ? gg__conv2d_forward(&s, gg_tensor_data(xc), gg_tensor_data(wc), bc ? gg_tensor_data(bc) : NULL,
                            gg_tensor_data(out))
                  : GG_ERR_NOMEM;
     gg_tensor_free(bc);

@@ -250,67 +250,6 @@ static int check_args(const gg_tensor *x, const gg_tensor *w, const gg_tensor *g
     return GG_OK;
 }
 
-/* ---- convolution kernels on raw buffers ----
- * The rules of ops/conv.c's plan (choose()), repeated here because conv.c keeps its dispatch static; to be
- * replaced by a plan-dispatching entry point in gg_conv_kernels.h when there is one. */
-
-typedef struct pass_algos {
-    gg_conv_algo fwd, data, weight;
-    int64_t nb;
-} pass_algos;
-
-static pass_algos pick_algos(const gg_conv2d_shape *s) {
-    const int64_t Cg = s->C / s->G, Kg = s->K / s->G, RS = s->R * s->S;
-    const double macs = (double)s->N * (double)s->K * (double)(Cg * RS) * (double)(s->Ho * s->Wo);
-    const double group_bytes = 4.0 * (double)Cg * (double)(s->Ho + (s->R - 1) * s->dil_h) *
-                               (double)(s->Wo + (s->S - 1) * s->dil_w);
-    const bool direct = gg__conv2d_direct_supports(s) &&
-                        ((group_bytes <= 1024.0 * 1024.0 && !(RS == 1 && Cg >= 16)) || Cg == 1);
-    const gg_conv_algo other = macs < 32768 ? GG_CONV_ALGO_REF : GG_CONV_ALGO_GEMM;
-    pass_algos a = {.nb = gg__conv2d_gemm_batch(s)};
-    a.fwd = a.data = direct ? GG_CONV_ALGO_DIRECT : other;
-    a.weight = direct && !(Kg >= 24 && Cg * RS >= 64) ? GG_CONV_ALGO_DIRECT : other;
-    return a;
-}
-
-static int conv_fwd(const gg_conv2d_shape *s, const float *x, const float *w, const float *b, float *y) {
-    const pass_algos a = pick_algos(s);
-    if (a.fwd == GG_CONV_ALGO_REF) {
-        gg__conv2d_fwd_ref(s, x, w, b, y);
-        return GG_OK;
-    }
-    void *ws = gg_alloc(a.fwd == GG_CONV_ALGO_GEMM ? gg__conv2d_gemm_workspace(s, a.nb) : gg__conv2d_direct_workspace(s));
-    if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace");
-    if (a.fwd == GG_CONV_ALGO_GEMM) gg__conv2d_fwd_gemm(s, a.nb, x, w, b, y, ws);
-    else gg__conv2d_fwd_direct(s, x, w, b, y, ws);
-    gg_free(ws);
-    return GG_OK;
-}
-
-/* dx += data gradient (if dx), dw += weight gradient (if dw). w must point at a [K, C/G, R, S] array even
- * when only dw is wanted (it is then not read). */
-static int conv_bwd(const gg_conv2d_shape *s, const float *x, const float *w, const float *dy, float *dx, float *dw) {
-    const pass_algos p = pick_algos(s);
-    const gg_conv_algo ad = dx ? p.data : GG_CONV_ALGO_AUTO, aw = dw ? p.weight : GG_CONV_ALGO_AUTO;
-    if (ad == GG_CONV_ALGO_REF) gg__conv2d_bwd_data_ref(s, dy, w, dx);
-    if (aw == GG_CONV_ALGO_REF) gg__conv2d_bwd_weight_ref(s, x, dy, dw);
-    if (ad == GG_CONV_ALGO_GEMM || aw == GG_CONV_ALGO_GEMM) {
-        void *ws = gg_alloc(gg__conv2d_gemm_workspace(s, p.nb));
-        if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace");
-        gg__conv2d_bwd_gemm(s, p.nb, x, w, dy, ad == GG_CONV_ALGO_GEMM ? dx : NULL, aw == GG_CONV_ALGO_GEMM ? dw : NULL,
-                            ws);
-        gg_free(ws);
-    }
-    if (ad == GG_CONV_ALGO_DIRECT || aw == GG_CONV_ALGO_DIRECT) {
-        void *ws = gg_alloc(gg__conv2d_direct_workspace(s));
-        if (!ws) return gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the convolution workspace");
-        if (ad == GG_CONV_ALGO_DIRECT) gg__conv2d_bwd_data_direct(s, dy, w, dx, ws);
-        if (aw == GG_CONV_ALGO_DIRECT) gg__conv2d_bwd_weight_direct(s, x, dy, dw, ws);
-        gg_free(ws);
-    }
-    return GG_OK;
-}
-
 /* ---- channel permutations ---- */
 
 /* dst[n, c, :] (=, or += when acc) src[n, src_of[c], :] over planes of `plane` floats; src_of NULL = identity. */
@@ -401,7 +340,7 @@ static int gate_grads(const dg_pattern *pt, const gg_conv2d_shape *sg, const int
     sz.K = Kz;
     for (int64_t n0 = 0; n0 < N && !st; n0 += nb) {
         sz.N = N - n0 < nb ? N - n0 : nb;
-        st = conv_fwd(&sz, xp + n0 * C * HW, wz, NULL, yz);
+        st = gg__conv2d_forward(&sz, xp + n0 * C * HW, wz, NULL, yz);
         for (int64_t n = 0; n < sz.N && !st; n++)
             for (int64_t h = 0; h < G; h++)
                 for (int64_t t = 0; t < z; t++) {
@@ -458,7 +397,7 @@ static int dgfast_backward(gg_node *node, const gg_tensor *gout) {
     if (!st && !ident) gather_planes(s.N, C, P, dy, inv, dyp_buf, false);
     if (!st && wg) gather_weight(C, Cg, RS, w, inv, wg);
     float *dxp = gx ? (ident ? gg_tensor_data(gx) : dxp_buf) : NULL;
-    if (!st) st = conv_bwd(&sg, xp, wg ? wg : dwg, dyp, dxp, dwg);
+    if (!st) st = gg__conv2d_backward(&sg, xp, wg, dyp, dxp, dwg);
     if (!st && gx && !ident) gather_planes(s.N, C, HW, dxp_buf, perm, gg_tensor_data(gx), true);
     if (!st && gw) { /* scatter the connected blocks back; masked entries get nothing */
         float *dw = gg_tensor_data(gw);
@@ -519,7 +458,7 @@ static gg_tensor *dgconv_fast(gg_tensor *x, gg_tensor *w, gg_tensor *gt, gg_tens
         gather_weight(C, Cg, RS, gg_tensor_data(wc), inv, wg);
         if (bias)
             for (int64_t p = 0; p < C; p++) bp[p] = gg_tensor_data(bc)[inv[p]];
-        if (N > 0) st = conv_fwd(&sg, gg_tensor_data(xp), wg, bp, yp);
+        if (N > 0) st = gg__conv2d_forward(&sg, gg_tensor_data(xp), wg, bp, yp);
         if (!st && !ident && N > 0) gather_planes(N, C, P, yp, perm, gg_tensor_data(out), false);
     }
     if (st == GG_ERR_NOMEM && gg_last_status() != GG_ERR_NOMEM)
