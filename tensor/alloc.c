@@ -42,6 +42,8 @@ typedef struct block_hdr {
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER; /* guards free_lists */
 static block_hdr *free_lists[N_CLASSES];
 static atomic_size_t live_bytes, peak_bytes, cached_bytes, n_allocs, n_cache_hits;
+static atomic_size_t high_water; /* like peak_bytes, but never reset: the bound of the large-block cache */
+#define REUSE_UP 2               /* a request may take a cached block up to 2 classes (41%) larger */
 static atomic_int caching = GG_CACHE_DEFAULT;
 
 typedef struct small_cache {
@@ -97,6 +99,11 @@ static void count_alloc(size_t bytes) {
            !atomic_compare_exchange_weak_explicit(&peak_bytes, &peak, live, memory_order_relaxed,
                                                   memory_order_relaxed)) {
     }
+    size_t hw = atomic_load_explicit(&high_water, memory_order_relaxed);
+    while (live > hw &&
+           !atomic_compare_exchange_weak_explicit(&high_water, &hw, live, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+    }
     atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
 }
 
@@ -117,8 +124,11 @@ static block_hdr *take_block(size_t bytes) {
     } else if (bytes <= ((size_t)1 << 62)) {
         int cls = size_class(bytes, &capacity);
         if (cache && cls < N_CLASSES) {
+            /* the exact class first, then up to REUSE_UP classes larger: the blocks of a training step
+             * serve the smaller last batch of an epoch instead of a second set being cached beside them */
             pthread_mutex_lock(&cache_lock);
-            if ((h = free_lists[cls])) free_lists[cls] = h->next_free;
+            for (int c = cls; c < N_CLASSES && c <= cls + REUSE_UP && !h; c++)
+                if ((h = free_lists[c])) free_lists[c] = h->next_free;
             pthread_mutex_unlock(&cache_lock);
             if (h) atomic_fetch_sub_explicit(&cached_bytes, h->capacity, memory_order_relaxed);
         }
@@ -177,7 +187,11 @@ void gg_free(void *p) {
         } else {
             size_t cls_bytes = 0;
             int cls = size_class(h->capacity, &cls_bytes);
-            if (cls < N_CLASSES && cls_bytes == h->capacity) {
+            /* Bounded: cached blocks never exceed the highest live total seen, so the process holds at
+             * most twice its working set however the sizes vary (the rest goes back to the C library). */
+            const size_t limit = atomic_load_explicit(&high_water, memory_order_relaxed);
+            if (cls < N_CLASSES && cls_bytes == h->capacity &&
+                atomic_load_explicit(&cached_bytes, memory_order_relaxed) + h->capacity <= limit) {
                 pthread_mutex_lock(&cache_lock);
                 h->next_free = free_lists[cls];
                 free_lists[cls] = h;

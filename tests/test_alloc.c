@@ -145,6 +145,45 @@ Test(alloc, large_freed_block_is_reused_from_cache) {
 #endif
 }
 
+/* A request may take a cached block up to two size classes (4 per octave) larger, not more. */
+Test(alloc, slightly_larger_cached_block_serves_a_request) {
+#if GT_ASAN
+    cr_skip_test("the cache is off under AddressSanitizer");
+#else
+    gg_alloc_set_caching(1);
+    gg_alloc_trim();
+    void *p = gg_alloc(1 << 20); /* class 1024 KiB */
+    gg_free(p);
+    size_t hits = stats().n_cache_hits;
+    void *q = gg_alloc(600 * 1024); /* class 640 KiB: three classes below, a fresh block */
+    cr_assert_eq(stats().n_cache_hits, hits, "a 600 KiB request took the cached 1 MiB block");
+    void *r = gg_alloc(800 * 1024); /* class 896 KiB: one class below, reuses it */
+    cr_assert_eq(stats().n_cache_hits, hits + 1, "an 800 KiB request did not reuse the cached 1 MiB block");
+    cr_assert_eq(stats().live_bytes >= (600 + 800) * 1024, true);
+    memset(r, 2, 800 * 1024);
+    gg_free(q), gg_free(r);
+#endif
+}
+
+/* The large-block cache holds no more than the highest live total: blocks of ever new sizes go back to
+ * the system instead of piling up. */
+Test(alloc, cache_is_bounded_by_the_high_water_mark) {
+#if GT_ASAN
+    cr_skip_test("the cache is off under AddressSanitizer");
+#else
+    gg_alloc_set_caching(1);
+    gg_alloc_trim();
+    for (size_t kib = 100; kib < 40000; kib = kib * 3 / 2) { /* one block at a time, each a new size */
+        void *p = gg_alloc(kib * 1024);
+        cr_assert_not_null(p);
+        gg_free(p);
+        gg_alloc_stats s = stats();
+        cr_assert_leq(s.cached_bytes, s.peak_bytes + (size_t)(1 << 22), /* + the small-block cache */
+                      "cached %zu bytes with a peak of %zu live", s.cached_bytes, s.peak_bytes);
+    }
+#endif
+}
+
 Test(alloc, exactly_64k_is_cached) {
 #if GT_ASAN
     cr_skip_test("the cache is off under AddressSanitizer");
