@@ -56,7 +56,9 @@ gg_conv2d_params gg_conv2d_make(int stride, int pad, int dilation, int groups) {
  * threads) and never evicted below PLAN_SLOTS geometries; past that the oldest plan is replaced. Convolutions
  * below TUNE_MIN_MACS multiply-adds are not timed (the timing would cost more than it can win, and single
  * runs are noise): they follow static rules measured on this machine (static_algo).
- * gg__conv2d_set_tuning(false) applies the static rules everywhere. */
+ * Timing is off by default (gg_conv_set_benchmark, as torch.backends.cudnn.benchmark): then every pass
+ * follows the static rules, whose choice depends on the geometry and thread count only, so a program gives
+ * the same bits in every process (a resumed training run continues exactly). */
 
 typedef struct conv_plan {
     gg_conv2d_shape key;
@@ -74,14 +76,24 @@ static int n_plans;
 static unsigned plan_next;
 static pthread_mutex_t plan_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int forced_algo = GG_CONV_ALGO_AUTO;
-static atomic_bool tuning = true;
+static atomic_bool tuning = false;
 
 gg_conv_algo gg__conv2d_force_algo(gg_conv_algo algo) {
     if ((int)algo < 0 || algo >= GG_CONV_ALGO_COUNT) algo = GG_CONV_ALGO_AUTO;
     return (gg_conv_algo)atomic_exchange(&forced_algo, (int)algo);
 }
 
-bool gg__conv2d_set_tuning(bool on) { return atomic_exchange(&tuning, on); }
+bool gg_conv_set_benchmark(bool on) {
+    /* forget every plan, so that no timed choice outlives benchmark mode (and none is missing in it) */
+    pthread_mutex_lock(&plan_lock);
+    bool was = atomic_exchange(&tuning, on);
+    n_plans = 0;
+    plan_next = 0;
+    pthread_mutex_unlock(&plan_lock);
+    return was;
+}
+
+bool gg_conv_get_benchmark(void) { return atomic_load(&tuning); }
 
 /* Samples per GEMM: as many as keep the im2col columns of one group within 8 MiB (they stay in L3 and
  * each group's GEMM gets N*Ho*Wo-sized panels, where BLIS is efficient), spread evenly over the chunks. */

@@ -47,6 +47,15 @@ gg_conv2d_params gg_conv2d_make(int stride, int pad, int dilation, int groups);
  * Inputs may have any strides. */
 gg_tensor *gg_conv2d(gg_tensor *x, gg_tensor *w, gg_tensor *bias, const gg_conv2d_params *p);
 
+/* Kernel selection, like torch.backends.cudnn.benchmark. Off (the default): each pass of a convolution
+ * runs the kernel that fixed rules pick for its geometry and the thread count, so results are identical in
+ * every run and every process. On: the first time a geometry is seen at a thread count, every applicable
+ * kernel is timed on the real buffers and the clearly fastest is kept for the rest of the process -- a
+ * few percent faster on some shapes, but which kernel wins (and so the last bits of the results) may differ
+ * between processes. Changing the setting forgets the choices made so far. Returns the previous setting. */
+bool gg_conv_set_benchmark(bool on);
+bool gg_conv_get_benchmark(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -121,9 +121,6 @@ int gg__conv2d_backward(const gg_conv2d_shape *s, const float *x, const float *w
 gg_conv_algo gg__conv2d_force_algo(gg_conv_algo algo);
 /* Samples per GEMM chunk the plan picks for a shape. */
 int64_t gg__conv2d_gemm_batch(const gg_conv2d_shape *s);
-/* Time the kernels when a large geometry is first seen (true, the default) or use static rules. Returns
- * the previous setting. Affects plans made afterwards only. */
-bool gg__conv2d_set_tuning(bool on);
 /* The kernel the plan chose for a pass (0 forward, 1 data gradient, 2 weight gradient) of s at the current
  * thread count; AUTO if that pass has not run yet. */
 gg_conv_algo gg__conv2d_planned_algo(const gg_conv2d_shape *s, int pass);

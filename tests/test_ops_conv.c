@@ -671,6 +671,7 @@ Test(conv_fast, xsmm_random_shapes) {
 /* A geometry large enough to be timed: the plan times the kernels on the first forward and backward, the
  * results match the reference, and later runs reuse the choice (bit-identical results). */
 Test(conv_fast, tuned_plan_is_stable, .fini = teardown) {
+    cr_assert_eq(gg_conv_set_benchmark(true), false, "benchmark mode is not off by default");
     gg_tensor *x = leaf(RAND(41, 4, 32, 20, 21)), *w = leaf(RAND(42, 32, 32, 3, 3)), *b = leaf(RAND(43, 32));
     gg_conv2d_params p = gg_conv2d_make(1, 1, 1, 1);
     gg_tensor *got[2][4] = {{NULL}};
@@ -721,6 +722,29 @@ Test(conv_fast, tuned_plan_is_stable, .fini = teardown) {
     gg_tensor_free(x);
     gg_tensor_free(w);
     gg_tensor_free(b);
+}
+
+/* gg_conv_set_benchmark: off by default, returns the previous setting, forgets the plans made so far, and
+ * both modes compute the same convolution. */
+Test(conv_fast, benchmark_switch, .fini = teardown) {
+    cr_assert_eq(gg_conv_get_benchmark(), false);
+    gg_tensor *x = leaf(RAND(51, 4, 32, 20, 21)), *w = leaf(RAND(52, 32, 32, 3, 3));
+    gg_conv2d_params p = gg_conv2d_make(1, 1, 1, 1);
+    gg_conv2d_shape s = {.N = 4, .C = 32, .H = 20, .W = 21, .K = 32, .R = 3, .S = 3, .G = 1, .Ho = 20, .Wo = 21,
+                         .str_h = 1, .str_w = 1, .pad_t = 1, .pad_l = 1, .dil_h = 1, .dil_w = 1};
+    gg_tensor *y[2];
+    for (int mode = 0; mode < 2; mode++) {
+        cr_assert_eq(gg_conv_set_benchmark(mode == 1), false);
+        cr_assert_eq(gg__conv2d_planned_algo(&s, 0), GG_CONV_ALGO_AUTO, "a plan survived the switch");
+        y[mode] = gg_tensor_copy(gg_conv2d(x, w, NULL, &p));
+        cr_assert_not_null(y[mode], "%s", gg_last_error());
+        cr_assert_neq(gg__conv2d_planned_algo(&s, 0), GG_CONV_ALGO_AUTO, "mode %d made no plan", mode);
+        gg_tape_reset(NULL);
+    }
+    cr_assert_eq(gg_conv_set_benchmark(false), true);
+    cr_assert_eq(gg__conv2d_planned_algo(&s, 0), GG_CONV_ALGO_AUTO, "the timed plan survived turning it off");
+    assert_tensor_close(y[1], y[0], 1e-4, "benchmark vs static forward");
+    gg_tensor_free(y[0]), gg_tensor_free(y[1]), gg_tensor_free(x), gg_tensor_free(w);
 }
 
 Test(conv_fast, op_dispatch_matches_reference, .fini = teardown) {
