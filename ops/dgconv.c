@@ -17,7 +17,12 @@
  *       in one grouped conv with z*C outputs (output (h, t, a) of group h reads input group h), so the
  *       gate gradient costs z grouped forward convolutions (log2(G) * 1/G of the dense one), not a dense
  *       weight gradient.
- * dL/dgt = dL/dg (straight through). */
+ * dL/dgt = dL/dg (straight through).
+ * Execution: the convolutions go through gg_conv2d's plan (gg__conv2d_forward / _backward), on chunks of the
+ * batch (chunk_batch): each chunk's permuted copies xp, dyp, dxp and the gate-gradient outputs live in small
+ * buffers that stay in the L2 cache between the gather, the convolution and the scatter. The op saves x and
+ * W, not xp: the backward permutes x again chunk by chunk. With the identity permutation (zero gates
+ * leading, or sort) there is no copy at all. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,7 +284,7 @@ static void gather_weight(int64_t C, int64_t Cg, int64_t RS, const float *w, con
 
 /* ---- the fast op ---- */
 
-/* ip: [0, 16) the dense geometry, then the zero-gate mask, sort, and the saved slots of xp and w (-1: not
+/* ip: [0, 16) the dense geometry, then the zero-gate mask, sort, and the saved slots of x and w (-1: not
  * saved). */
 #define IP_SHAPE_N (int)(sizeof(gg_conv2d_shape) / sizeof(int64_t))
 #define IP_ZMASK IP_SHAPE_N
@@ -287,6 +292,22 @@ static void gather_weight(int64_t C, int64_t Cg, int64_t RS, const float *w, con
 #define IP_XSLOT (IP_SHAPE_N + 2)
 #define IP_WSLOT (IP_SHAPE_N + 3)
 _Static_assert(sizeof(gg_conv2d_shape) / sizeof(int64_t) + 4 <= GG_NODE_IPARAMS, "dgconv parameters fit in ip[]");
+
+/* Samples per chunk. The fast path runs gather -> grouped conv -> scatter one chunk of the batch at a time,
+ * so that the permuted copies are still in the L2 cache when the convolution reads them and the scatter
+ * reads its output (whole-batch copies went through L3 or memory: a third of the G = 8 forward); the
+ * convolution kernels are also at least as fast on such chunks as on the whole batch. About CHUNK_BYTES of
+ * input plus output planes per chunk, the chunks as even as possible; independent of the thread count, so
+ * the weight-gradient sums are added in the same order whatever it is. */
+#define CHUNK_BYTES (1024.0 * 1024.0)
+static int64_t chunk_batch(const gg_conv2d_shape *s) {
+    const double per = 4.0 * (double)s->C * (double)(s->H * s->W + s->Ho * s->Wo);
+    int64_t nb = per > 0 ? (int64_t)(CHUNK_BYTES / per) : s->N;
+    nb = nb < 1 ? 1 : nb > s->N ? s->N : nb;
+    if (nb < 1) return 1;
+    const int64_t chunks = (s->N + nb - 1) / nb;
+    return (s->N + chunks - 1) / chunks;
+}
 
 /* sum a[i] b[i] in double; eight independent lanes so that the loop vectorizes. */
 static double dot_f64(const float *a, const float *b, int64_t n) {
@@ -300,60 +321,58 @@ static double dot_f64(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-/* dL/dg at every Kronecker position: see the file comment. dwg: the grouped weight gradient; wg, w: the
- * gathered and the dense weights; xp, dyp: the permuted input and output gradient. */
-static int gate_grads(const dg_pattern *pt, const gg_conv2d_shape *sg, const int64_t *inv, const float *xp,
-                      const float *dyp, const float *w, const float *wg, const float *dwg, double *dpos) {
-    const int64_t C = pt->C, Cg = pt->Cg, G = pt->G, z = pt->z, RS = sg->R * sg->S, K1 = pt->K - z;
-    for (int j = 0; j < pt->K; j++) dpos[j] = 0;
-    /* one gates: pairs inside a group whose offsets differ at the position's bit */
+/* dL/dg at the one-gate positions (added into dpos): pairs inside a group whose offsets differ at the
+ * position's bit, sum_taps dwg * wg. */
+static void one_gate_grads(const dg_pattern *pt, int64_t RS, const float *wg, const float *dwg, double *dpos) {
+    const int64_t C = pt->C, Cg = pt->Cg, K1 = pt->K - pt->z;
     for (int64_t p = 0; p < C; p++) {
         const int64_t a = p % Cg;
         for (int64_t j = 0; j < Cg; j++) {
             const int64_t d = a ^ j;
             if (!d) continue;
-            const float *gp = dwg + (p * Cg + j) * RS, *wp = wg + (p * Cg + j) * RS;
-            const double sum = dot_f64(gp, wp, RS);
+            const double sum = dot_f64(dwg + (p * Cg + j) * RS, wg + (p * Cg + j) * RS, RS);
             for (int64_t u = 0; u < K1; u++)
                 if ((d >> (K1 - 1 - u)) & 1) dpos[pt->opos[u]] += sum;
         }
     }
-    if (!z) return GG_OK;
-    /* zero gates: wz[(h*z + t)*Cg + a, j] = W[pi^-1((h ^ b_t)*Cg + a), pi^-1(h*Cg + j)], [z*C, Cg, R, S] */
-    const int64_t N = sg->N, P = sg->Ho * sg->Wo, HW = sg->H * sg->W, Kz = z * C;
-    int64_t nb = (int64_t)(8.0 * 1024 * 1024 / (4.0 * (double)(Kz * P > 0 ? Kz * P : 1))); /* ~8 MiB of outputs */
-    nb = nb < 1 ? 1 : nb > N ? N : nb;
-    float *wz = gg_alloc((size_t)(Kz * Cg * RS) * sizeof(float));
-    float *yz = gg_alloc((size_t)(nb * Kz * P) * sizeof(float));
-    int st = (wz && yz) ? GG_OK : gg_error_set(GG_ERR_NOMEM, FN, "backward: cannot allocate buffers");
-    double acc[MAX_K] = {0};
-    if (!st)
-        for (int64_t h = 0; h < G; h++)
-            for (int64_t t = 0; t < z; t++) {
-                const int64_t ho = h ^ ((int64_t)1 << (z - 1 - t));
-                for (int64_t a = 0; a < Cg; a++)
-                    for (int64_t j = 0; j < Cg; j++)
-                        memcpy(wz + (((h * z + t) * Cg + a) * Cg + j) * RS,
-                               w + (inv[ho * Cg + a] * C + inv[h * Cg + j]) * RS, (size_t)RS * sizeof(float));
-            }
-    gg_conv2d_shape sz = *sg;
-    sz.K = Kz;
-    for (int64_t n0 = 0; n0 < N && !st; n0 += nb) {
-        sz.N = N - n0 < nb ? N - n0 : nb;
-        st = gg__conv2d_forward(&sz, xp + n0 * C * HW, wz, NULL, yz);
-        for (int64_t n = 0; n < sz.N && !st; n++)
-            for (int64_t h = 0; h < G; h++)
-                for (int64_t t = 0; t < z; t++) {
-                    const int64_t ho = h ^ ((int64_t)1 << (z - 1 - t));
-                    const float *yr = yz + (n * Kz + (h * z + t) * Cg) * P;
-                    const float *dr = dyp + ((n0 + n) * C + ho * Cg) * P;
-                    acc[t] += dot_f64(yr, dr, Cg * P);
-                }
+}
+
+/* wz[(h*z + t)*Cg + a, j] = W[pi^-1((h ^ b_t)*Cg + a), pi^-1(h*Cg + j)] [z*C, Cg, R, S]: the blocks one
+ * zero-gate bit away from the diagonal, as a grouped conv weight whose group h reads input group h. */
+static void gather_gate_weight(const dg_pattern *pt, int64_t RS, const float *w, const int64_t *inv, float *wz) {
+    const int64_t C = pt->C, Cg = pt->Cg, z = pt->z;
+    for (int64_t h = 0; h < pt->G; h++)
+        for (int64_t t = 0; t < z; t++) {
+            const int64_t ho = h ^ ((int64_t)1 << (z - 1 - t));
+            for (int64_t a = 0; a < Cg; a++)
+                for (int64_t j = 0; j < Cg; j++)
+                    memcpy(wz + (((h * z + t) * Cg + a) * Cg + j) * RS, w + (inv[ho * Cg + a] * C + inv[h * Cg + j]) * RS,
+                           (size_t)RS * sizeof(float));
+        }
+}
+
+/* dL/dg at the zero-gate positions, one chunk of cs->N samples (added into acc[t]): yz = conv(xp, wz)
+ * [n, z*C, P], and acc[t] += sum over n, h of <yz[n, group h, slot t], dyp[n, group h ^ b_t]>. The
+ * products are summed per (n, h) in parallel and added in (n, h) order, so the result does not depend on
+ * the thread count. part: cs->N * G * z doubles. */
+static int zero_gate_chunk(const dg_pattern *pt, const gg_conv2d_shape *cs, const float *xp, const float *dyp,
+                           const float *wz, float *yz, double *part, double *acc) {
+    const int64_t C = pt->C, Cg = pt->Cg, G = pt->G, z = pt->z, P = cs->Ho * cs->Wo, n_items = cs->N * G;
+    gg_conv2d_shape sz = *cs;
+    sz.K = z * C;
+    int st = gg__conv2d_forward(&sz, xp, wz, NULL, yz);
+    if (st) return st;
+#pragma omp parallel for num_threads(gg_get_num_threads()) if (n_items * z * Cg * P > PAR_MIN)
+    for (int64_t it = 0; it < n_items; it++) {
+        const int64_t n = it / G, h = it % G;
+        for (int64_t t = 0; t < z; t++) {
+            const int64_t ho = h ^ ((int64_t)1 << (z - 1 - t));
+            part[it * z + t] = dot_f64(yz + (n * z * C + (h * z + t) * Cg) * P, dyp + (n * C + ho * Cg) * P, Cg * P);
+        }
     }
-    for (int64_t t = 0; t < z; t++) dpos[pt->zpos[t]] += acc[t];
-    gg_free(wz);
-    gg_free(yz);
-    return st;
+    for (int64_t it = 0; it < n_items; it++)
+        for (int64_t t = 0; t < z; t++) acc[t] += part[it * z + t];
+    return GG_OK;
 }
 
 static int dgfast_backward(gg_node *node, const gg_tensor *gout) {
@@ -368,9 +387,9 @@ static int dgfast_backward(gg_node *node, const gg_tensor *gout) {
     const float *dy = gg_tensor_data(gout);
     if (gb) gg__conv2d_bwd_bias(&s, dy, gg_tensor_data(gb));
     if (!gx && !gw && !gg) return GG_OK;
-    const float *xp = node->ip[IP_XSLOT] >= 0 ? gg_tensor_data(node->saved[node->ip[IP_XSLOT]]) : NULL;
+    const float *x = node->ip[IP_XSLOT] >= 0 ? gg_tensor_data(node->saved[node->ip[IP_XSLOT]]) : NULL;
     const float *w = node->ip[IP_WSLOT] >= 0 ? gg_tensor_data(node->saved[node->ip[IP_WSLOT]]) : NULL;
-    if (((gx || gg) && !w) || ((gw || gg) && !xp))
+    if (((gx || gg) && !w) || ((gw || gg) && !x))
         return gg_error_set(GG_ERR_STATE, FN, "backward: a needed input was not saved");
 
     int K = 0;
@@ -379,26 +398,45 @@ static int dgfast_backward(gg_node *node, const gg_tensor *gout) {
     make_pattern(K, (uint64_t)node->ip[IP_ZMASK], node->ip[IP_SORT] != 0, &pt);
     gg_conv2d_shape sg = s;
     sg.G = pt.G;
-    const int64_t C = s.C, Cg = pt.Cg, RS = s.R * s.S, P = s.Ho * s.Wo, HW = s.H * s.W;
-    const size_t wbytes = (size_t)(C * Cg * RS) * sizeof(float);
+    const int64_t C = s.C, Cg = pt.Cg, z = pt.z, RS = s.R * s.S, P = s.Ho * s.Wo, HW = s.H * s.W;
+    const int64_t nb = chunk_batch(&s);
+    const bool zgates = gg && z > 0, need_x = gw || gg;
     int64_t *perm = malloc(2 * (size_t)C * sizeof(int64_t));
     if (!perm) return gg_error_set(GG_ERR_NOMEM, FN, "backward: cannot allocate the permutation");
     int64_t *inv = perm + C;
     const bool ident = fill_perm(&pt, perm, inv);
 
-    float *dyp_buf = ident ? NULL : gg_alloc((size_t)(s.N * C * P) * sizeof(float));
-    float *wg = (gx || gg) ? gg_alloc(wbytes) : NULL;
-    float *dwg = (gw || gg) ? gg_alloc_zeroed(wbytes) : NULL;
-    float *dxp_buf = (gx && !ident) ? gg_alloc_zeroed((size_t)(s.N * C * HW) * sizeof(float)) : NULL;
+    /* per-chunk buffers (grouped channel order), then whole-layer weights */
+    float *xp_c = need_x && !ident ? gg_alloc((size_t)(nb * C * HW) * sizeof(float)) : NULL;
+    float *dyp_c = ident ? NULL : gg_alloc((size_t)(nb * C * P) * sizeof(float));
+    float *dxp_c = gx && !ident ? gg_alloc((size_t)(nb * C * HW) * sizeof(float)) : NULL;
+    float *yz = zgates ? gg_alloc((size_t)(nb * z * C * P) * sizeof(float)) : NULL;
+    double *part = zgates ? gg_alloc((size_t)(nb * pt.G * z) * sizeof(double)) : NULL;
+    float *wz = zgates ? gg_alloc((size_t)(z * C * Cg * RS) * sizeof(float)) : NULL;
+    float *wg = (gx || gg) ? gg_alloc((size_t)(C * Cg * RS) * sizeof(float)) : NULL;
+    float *dwg = need_x ? gg_alloc_zeroed((size_t)(C * Cg * RS) * sizeof(float)) : NULL;
     int st = GG_OK;
-    if ((!ident && !dyp_buf) || ((gx || gg) && !wg) || ((gw || gg) && !dwg) || (gx && !ident && !dxp_buf))
+    if ((need_x && !ident && !xp_c) || (!ident && !dyp_c) || (gx && !ident && !dxp_c) ||
+        (zgates && (!yz || !part || !wz)) || ((gx || gg) && !wg) || (need_x && !dwg))
         st = gg_error_set(GG_ERR_NOMEM, FN, "backward: cannot allocate buffers");
-    const float *dyp = ident ? dy : dyp_buf;
-    if (!st && !ident) gather_planes(s.N, C, P, dy, inv, dyp_buf, false);
     if (!st && wg) gather_weight(C, Cg, RS, w, inv, wg);
-    float *dxp = gx ? (ident ? gg_tensor_data(gx) : dxp_buf) : NULL;
-    if (!st) st = gg__conv2d_backward(&sg, xp, wg, dyp, dxp, dwg);
-    if (!st && gx && !ident) gather_planes(s.N, C, HW, dxp_buf, perm, gg_tensor_data(gx), true);
+    if (!st && zgates) gather_gate_weight(&pt, RS, w, inv, wz);
+    double acc[MAX_K] = {0};
+    float *dx = gx ? gg_tensor_data(gx) : NULL;
+    for (int64_t n0 = 0; n0 < s.N && !st; n0 += nb) {
+        gg_conv2d_shape cs = sg;
+        cs.N = s.N - n0 < nb ? s.N - n0 : nb;
+        const float *xc = NULL, *dyc = dy + n0 * C * P;
+        if (need_x) xc = ident ? x + n0 * C * HW : xp_c;
+        if (need_x && !ident) gather_planes(cs.N, C, HW, x + n0 * C * HW, inv, xp_c, false);
+        if (!ident) gather_planes(cs.N, C, P, dyc, inv, dyp_c, false), dyc = dyp_c;
+        float *dxc = NULL;
+        if (gx && ident) dxc = dx + n0 * C * HW;
+        if (gx && !ident) dxc = memset(dxp_c, 0, (size_t)(cs.N * C * HW) * sizeof(float));
+        st = gg__conv2d_backward(&cs, xc, wg, dyc, dxc, dwg);
+        if (!st && gx && !ident) gather_planes(cs.N, C, HW, dxp_c, perm, dx + n0 * C * HW, true);
+        if (!st && zgates) st = zero_gate_chunk(&pt, &cs, xc, dyc, wz, yz, part, acc);
+    }
     if (!st && gw) { /* scatter the connected blocks back; masked entries get nothing */
         float *dw = gg_tensor_data(gw);
         for (int64_t p = 0; p < C; p++) {
@@ -411,15 +449,20 @@ static int dgfast_backward(gg_node *node, const gg_tensor *gout) {
         }
     }
     if (!st && gg) {
-        double dpos[MAX_K];
-        st = gate_grads(&pt, &sg, inv, xp, dyp, w, wg, dwg, dpos);
+        double dpos[MAX_K] = {0};
+        one_gate_grads(&pt, RS, wg, dwg, dpos);
+        for (int64_t t = 0; t < z; t++) dpos[pt.zpos[t]] += acc[t];
         float *d = gg_tensor_data(gg);
-        for (int j = 0; j < K && !st; j++) d[pt.ord[j]] += (float)dpos[j];
+        for (int j = 0; j < K; j++) d[pt.ord[j]] += (float)dpos[j];
     }
-    gg_free(dyp_buf);
+    gg_free(xp_c);
+    gg_free(dyp_c);
+    gg_free(dxp_c);
+    gg_free(yz);
+    gg_free(part);
+    gg_free(wz);
     gg_free(wg);
     gg_free(dwg);
-    gg_free(dxp_buf);
     free(perm);
     return st;
 }
@@ -433,6 +476,7 @@ static gg_tensor *dgconv_fast(gg_tensor *x, gg_tensor *w, gg_tensor *gt, gg_tens
     gg_conv2d_shape sg = *s;
     sg.G = pt.G;
     const int64_t N = s->N, C = s->C, Cg = pt.Cg, RS = s->R * s->S, P = s->Ho * s->Wo, HW = s->H * s->W;
+    const int64_t nb = chunk_batch(s);
     int64_t *perm = malloc(2 * (size_t)C * sizeof(int64_t));
     if (!perm) {
         gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate the permutation");
@@ -443,27 +487,36 @@ static gg_tensor *dgconv_fast(gg_tensor *x, gg_tensor *w, gg_tensor *gt, gg_tens
 
     gg_tensor *xc = gg_tensor_contiguous(x), *wc = gg_tensor_contiguous(w);
     gg_tensor *bc = bias ? gg_tensor_contiguous(bias) : NULL;
-    gg_tensor *xp = (!xc || ident) ? gg_tensor_retain(xc) : gg_tensor_empty(4, x->shape);
+    float *xp_c = ident ? NULL : gg_alloc((size_t)(nb * C * HW) * sizeof(float));
+    float *yp_c = ident ? NULL : gg_alloc((size_t)(nb * C * P) * sizeof(float));
     float *wg = gg_alloc((size_t)(C * Cg * RS) * sizeof(float));
     float *bp = bias ? gg_alloc((size_t)C * sizeof(float)) : NULL;
     gg_tensor *out = NULL;
-    float *yp = NULL;
-    int st = (xc && wc && xp && wg && (bc || !bias) && (bp || !bias)) ? GG_OK : GG_ERR_NOMEM;
+    int st = (xc && wc && wg && (bc || !bias) && (bp || !bias) && (ident || (xp_c && yp_c))) ? GG_OK : GG_ERR_NOMEM;
     if (!st) out = gg_op_output(4, (const int64_t[]){N, C, s->Ho, s->Wo}, FN);
     if (!st && !out) st = GG_ERR_NOMEM;
-    if (!st) yp = ident ? gg_tensor_data(out) : gg_alloc((size_t)(N * C * P) * sizeof(float));
-    if (!st && !yp) st = GG_ERR_NOMEM;
     if (!st) {
-        if (!ident) gather_planes(N, C, HW, gg_tensor_data(xc), inv, gg_tensor_data(xp), false);
         gather_weight(C, Cg, RS, gg_tensor_data(wc), inv, wg);
         if (bias)
             for (int64_t p = 0; p < C; p++) bp[p] = gg_tensor_data(bc)[inv[p]];
-        if (N > 0) st = gg__conv2d_forward(&sg, gg_tensor_data(xp), wg, bp, yp);
-        if (!st && !ident && N > 0) gather_planes(N, C, P, yp, perm, gg_tensor_data(out), false);
+        const float *xd = gg_tensor_data(xc);
+        float *yd = gg_tensor_data(out);
+        for (int64_t n0 = 0; n0 < N && !st; n0 += nb) {
+            gg_conv2d_shape cs = sg;
+            cs.N = N - n0 < nb ? N - n0 : nb;
+            if (ident) {
+                st = gg__conv2d_forward(&cs, xd + n0 * C * HW, wg, bp, yd + n0 * C * P);
+                continue;
+            }
+            gather_planes(cs.N, C, HW, xd + n0 * C * HW, inv, xp_c, false);
+            st = gg__conv2d_forward(&cs, xp_c, wg, bp, yp_c);
+            if (!st) gather_planes(cs.N, C, P, yp_c, perm, yd + n0 * C * P, false);
+        }
     }
     if (st == GG_ERR_NOMEM && gg_last_status() != GG_ERR_NOMEM)
         gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate buffers");
-    if (!ident) gg_free(yp);
+    gg_free(xp_c);
+    gg_free(yp_c);
     gg_free(wg);
     gg_free(bp);
     gg_tensor_free(bc);
@@ -482,9 +535,9 @@ static gg_tensor *dgconv_fast(gg_tensor *x, gg_tensor *w, gg_tensor *gt, gg_tens
             node->ip[IP_XSLOT] = node->ip[IP_WSLOT] = -1;
             const bool nx = gg_node_needs_grad(node, 0), nw = gg_node_needs_grad(node, 1),
                        ng = gg_node_needs_grad(node, 2);
-            if (nw || ng) { /* dw and the gate gradient read the permuted input */
+            if (nw || ng) { /* dw and the gate gradient read the input (permuted again, chunk by chunk) */
                 node->ip[IP_XSLOT] = node->n_saved;
-                st = gg_node_save(node, xp);
+                st = gg_node_save(node, xc);
             }
             if (!st && (nx || ng)) { /* dx reads the gathered weight, the gate gradient the dense one */
                 node->ip[IP_WSLOT] = node->n_saved;
@@ -493,7 +546,6 @@ static gg_tensor *dgconv_fast(gg_tensor *x, gg_tensor *w, gg_tensor *gt, gg_tens
         }
     }
     gg_tensor_free(xc);
-    gg_tensor_free(xp);
     gg_tensor_free(wc);
     if (st) return NULL;
     return gg_op_finish(out, FN, n_in, in);

@@ -601,6 +601,33 @@ Test(dgconv_fast, two_threads, .init = one_thread, .fini = teardown) {
     fast_vs_composite(4, 0x6, 3, 27, 25, 3, 3, &p, true, true, 410, "two threads, sorted");
 }
 
+/* batches the fast path splits into chunks (ops/dgconv.c chunk_batch: about 1 MiB of input and output
+ * planes per chunk, so 64 channels at 16x16 go 8 samples at a time, evened out: 11 -> 6 + 5, 19 -> 7 + 7 +
+ * 5), with the identity permutation (contiguous groups: no copies) and interleaved ones, 1 and 2 threads;
+ * a repeated run gives bit-identical results */
+Test(dgconv_fast, batch_chunks, .init = one_thread, .fini = teardown) {
+    gg_conv2d_params p = gg_conv2d_make(1, 1, 1, 1);
+    for (int threads = 1; threads <= 2; threads++) {
+        gg_set_num_threads(threads);
+        fast_vs_composite(6, 0x0F, 11, 16, 16, 3, 3, &p, true, false, 500, "chunks, contiguous G = 4 (identity)");
+        fast_vs_composite(6, 0x3C, 11, 16, 16, 3, 3, &p, true, false, 510, "chunks, interleaved G = 4");
+        fast_vs_composite(6, 0x2A, 19, 16, 16, 3, 3, &p, false, false, 520, "chunks, interleaved G = 8");
+    }
+    gg_tensor *x = leaf(RAND(530, 11, 64, 16, 16)), *w = leaf(RAND(531, 64, 64, 3, 3));
+    gg_tensor *gt = leaf(gates_pattern(6, 0x3C));
+    run_out a = run_dgconv(x, w, gt, NULL, &p, false, GG_DGCONV_FAST, NULL, "repeat 1");
+    run_out b = run_dgconv(x, w, gt, NULL, &p, false, GG_DGCONV_FAST, NULL, "repeat 2");
+    const gg_tensor *ta[] = {a.y, a.dx, a.dw, a.dg}, *tb[] = {b.y, b.dx, b.dw, b.dg};
+    for (int i = 0; i < 4; i++)
+        cr_assert(memcmp(gg_tensor_data(ta[i]), gg_tensor_data(tb[i]), (size_t)ta[i]->numel * sizeof(float)) == 0,
+                  "repeated fast runs differ in output %d (y, dx, dw, dgates)", i);
+    run_free(&a);
+    run_free(&b);
+    gg_tensor_free(x);
+    gg_tensor_free(w);
+    gg_tensor_free(gt);
+}
+
 /* strided gates (a sliced leaf), a transposed x, and an empty batch */
 Test(dgconv_fast, strided_inputs_and_empty_batch, .init = one_thread, .fini = teardown) {
     gg_tensor *gbase = gg_tensor_from_data(GG_SHAPE(6), (const float[]){0.5f, 9, -0.5f, 9, 0.5f, 9});
