@@ -39,6 +39,7 @@
 #define FN "gg_dgconv2d"
 #define MAX_K 30
 #define PAR_MIN 32768 /* elements copied below which the permutations stay single-threaded */
+#define PREFETCH_ROWS 4 /* planes ahead that a permutation copy prefetches */
 
 gg_dgconv_opts gg_dgconv_default(void) { return (gg_dgconv_opts){.sort = false, .path = GG_DGCONV_AUTO}; }
 
@@ -265,6 +266,11 @@ static void gather_planes(int64_t N, int64_t C, int64_t plane, const float *src,
     for (int64_t r = 0; r < rows; r++) {
         const int64_t n = r / C, c = r % C;
         const float *sp = src + (n * C + (src_of ? src_of[c] : c)) * plane;
+        if (r + PREFETCH_ROWS < rows) { /* permuted planes: strided streams the hardware prefetcher misses */
+            const int64_t rn = r + PREFETCH_ROWS, nn = rn / C, cn = rn % C;
+            const char *pf = (const char *)(src + (nn * C + (src_of ? src_of[cn] : cn)) * plane);
+            for (int64_t q = 0; q < plane * (int64_t)sizeof(float); q += 64) __builtin_prefetch(pf + q);
+        }
         float *dp = dst + r * plane;
         if (acc)
             for (int64_t q = 0; q < plane; q++) dp[q] += sp[q];
@@ -309,6 +315,23 @@ static int64_t chunk_batch(const gg_conv2d_shape *s) {
     return (s->N + chunks - 1) / chunks;
 }
 
+/* One workspace for n_buf buffers of n[i] floats (64-byte aligned each; NULL for n[i] == 0), so that a pass
+ * makes one allocation. At least 64 KiB, so that it comes from gg_alloc's size-class cache: a request
+ * between 32 and 64 KiB gets a 64 KiB block that gg_free puts in the large-block cache, where later small
+ * requests do not look, so every such request took fresh pages (the gathered weights of C = 64, G = 4 are
+ * 36 KiB). Returns the block to gg_free, or NULL (error recorded by gg_alloc). */
+static void *ws_alloc(const int64_t *n, int n_buf, float **buf) {
+    int64_t total = 0;
+    for (int i = 0; i < n_buf; i++) total += (n[i] + 15) / 16 * 16;
+    float *ws = gg_alloc(total * (int64_t)sizeof(float) < 65536 ? 65536 : (size_t)total * sizeof(float));
+    int64_t off = 0;
+    for (int i = 0; i < n_buf; i++) {
+        buf[i] = ws && n[i] ? ws + off : NULL;
+        off += (n[i] + 15) / 16 * 16;
+    }
+    return ws;
+}
+
 /* sum a[i] b[i] in double; eight independent lanes so that the loop vectorizes. */
 static double dot_f64(const float *a, const float *b, int64_t n) {
     double lane[8] = {0};
@@ -318,6 +341,20 @@ static double dot_f64(const float *a, const float *b, int64_t n) {
     double s = 0;
     for (; i < n; i++) s += (double)a[i] * (double)b[i];
     for (int l = 0; l < 8; l++) s += lane[l];
+    return s;
+}
+
+/* sum a[i] b[i] for long vectors: float products summed in 64 lanes (each lane sums n/64 terms; four
+ * 16-wide accumulators), the lanes added in double. Three times faster than dot_f64 on the gate
+ * gradient's activations, as accurate as the float convolutions around it. */
+static double dot_lanes(const float *a, const float *b, int64_t n) {
+    float lane[64] = {0};
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        for (int l = 0; l < 64; l++) lane[l] += a[i + l] * b[i + l];
+    double s = 0;
+    for (; i < n; i++) s += (double)a[i] * (double)b[i];
+    for (int l = 0; l < 64; l++) s += lane[l];
     return s;
 }
 
@@ -367,7 +404,7 @@ static int zero_gate_chunk(const dg_pattern *pt, const gg_conv2d_shape *cs, cons
         const int64_t n = it / G, h = it % G;
         for (int64_t t = 0; t < z; t++) {
             const int64_t ho = h ^ ((int64_t)1 << (z - 1 - t));
-            part[it * z + t] = dot_f64(yz + (n * z * C + (h * z + t) * Cg) * P, dyp + (n * C + ho * Cg) * P, Cg * P);
+            part[it * z + t] = dot_lanes(yz + (n * z * C + (h * z + t) * Cg) * P, dyp + (n * C + ho * Cg) * P, Cg * P);
         }
     }
     for (int64_t it = 0; it < n_items; it++)
@@ -406,19 +443,24 @@ static int dgfast_backward(gg_node *node, const gg_tensor *gout) {
     int64_t *inv = perm + C;
     const bool ident = fill_perm(&pt, perm, inv);
 
-    /* per-chunk buffers (grouped channel order), then whole-layer weights */
-    float *xp_c = need_x && !ident ? gg_alloc((size_t)(nb * C * HW) * sizeof(float)) : NULL;
-    float *dyp_c = ident ? NULL : gg_alloc((size_t)(nb * C * P) * sizeof(float));
-    float *dxp_c = gx && !ident ? gg_alloc((size_t)(nb * C * HW) * sizeof(float)) : NULL;
-    float *yz = zgates ? gg_alloc((size_t)(nb * z * C * P) * sizeof(float)) : NULL;
-    double *part = zgates ? gg_alloc((size_t)(nb * pt.G * z) * sizeof(double)) : NULL;
-    float *wz = zgates ? gg_alloc((size_t)(z * C * Cg * RS) * sizeof(float)) : NULL;
-    float *wg = (gx || gg) ? gg_alloc((size_t)(C * Cg * RS) * sizeof(float)) : NULL;
-    float *dwg = need_x ? gg_alloc_zeroed((size_t)(C * Cg * RS) * sizeof(float)) : NULL;
+    /* per-chunk buffers (grouped channel order), then whole-layer weights, in one workspace */
+    enum { B_XP, B_DYP, B_DXP, B_YZ, B_PART, B_WZ, B_WG, B_DWG, B_COUNT };
+    const int64_t n[B_COUNT] = {[B_XP] = need_x && !ident ? nb * C * HW : 0,
+                                [B_DYP] = ident ? 0 : nb * C * P,
+                                [B_DXP] = gx && !ident ? nb * C * HW : 0,
+                                [B_YZ] = zgates ? nb * z * C * P : 0,
+                                [B_PART] = zgates ? 2 * nb * pt.G * z : 0, /* doubles */
+                                [B_WZ] = zgates ? z * C * Cg * RS : 0,
+                                [B_WG] = (gx || gg) ? C * Cg * RS : 0,
+                                [B_DWG] = need_x ? C * Cg * RS : 0};
+    float *buf[B_COUNT];
+    void *ws = ws_alloc(n, B_COUNT, buf);
+    float *xp_c = buf[B_XP], *dyp_c = buf[B_DYP], *dxp_c = buf[B_DXP], *yz = buf[B_YZ], *wz = buf[B_WZ];
+    float *wg = buf[B_WG], *dwg = buf[B_DWG];
+    double *part = (double *)(void *)buf[B_PART];
     int st = GG_OK;
-    if ((need_x && !ident && !xp_c) || (!ident && !dyp_c) || (gx && !ident && !dxp_c) ||
-        (zgates && (!yz || !part || !wz)) || ((gx || gg) && !wg) || (need_x && !dwg))
-        st = gg_error_set(GG_ERR_NOMEM, FN, "backward: cannot allocate buffers");
+    if (!ws) st = gg_error_set(GG_ERR_NOMEM, FN, "backward: cannot allocate the workspace");
+    if (!st && dwg) memset(dwg, 0, (size_t)n[B_DWG] * sizeof(float));
     if (!st && wg) gather_weight(C, Cg, RS, w, inv, wg);
     if (!st && zgates) gather_gate_weight(&pt, RS, w, inv, wz);
     double acc[MAX_K] = {0};
@@ -455,14 +497,7 @@ static int dgfast_backward(gg_node *node, const gg_tensor *gout) {
         float *d = gg_tensor_data(gg);
         for (int j = 0; j < K; j++) d[pt.ord[j]] += (float)dpos[j];
     }
-    gg_free(xp_c);
-    gg_free(dyp_c);
-    gg_free(dxp_c);
-    gg_free(yz);
-    gg_free(part);
-    gg_free(wz);
-    gg_free(wg);
-    gg_free(dwg);
+    gg_free(ws);
     free(perm);
     return st;
 }
@@ -487,12 +522,12 @@ static gg_tensor *dgconv_fast(gg_tensor *x, gg_tensor *w, gg_tensor *gt, gg_tens
 
     gg_tensor *xc = gg_tensor_contiguous(x), *wc = gg_tensor_contiguous(w);
     gg_tensor *bc = bias ? gg_tensor_contiguous(bias) : NULL;
-    float *xp_c = ident ? NULL : gg_alloc((size_t)(nb * C * HW) * sizeof(float));
-    float *yp_c = ident ? NULL : gg_alloc((size_t)(nb * C * P) * sizeof(float));
-    float *wg = gg_alloc((size_t)(C * Cg * RS) * sizeof(float));
-    float *bp = bias ? gg_alloc((size_t)C * sizeof(float)) : NULL;
+    float *buf[4];
+    void *ws = ws_alloc((const int64_t[]){ident ? 0 : nb * C * HW, ident ? 0 : nb * C * P, C * Cg * RS, bias ? C : 0}, 4,
+                        buf);
+    float *xp_c = buf[0], *yp_c = buf[1], *wg = buf[2], *bp = buf[3];
     gg_tensor *out = NULL;
-    int st = (xc && wc && wg && (bc || !bias) && (bp || !bias) && (ident || (xp_c && yp_c))) ? GG_OK : GG_ERR_NOMEM;
+    int st = (xc && wc && ws && (bc || !bias)) ? GG_OK : GG_ERR_NOMEM;
     if (!st) out = gg_op_output(4, (const int64_t[]){N, C, s->Ho, s->Wo}, FN);
     if (!st && !out) st = GG_ERR_NOMEM;
     if (!st) {
@@ -515,10 +550,7 @@ static gg_tensor *dgconv_fast(gg_tensor *x, gg_tensor *w, gg_tensor *gt, gg_tens
     }
     if (st == GG_ERR_NOMEM && gg_last_status() != GG_ERR_NOMEM)
         gg_error_set(GG_ERR_NOMEM, FN, "cannot allocate buffers");
-    gg_free(xp_c);
-    gg_free(yp_c);
-    gg_free(wg);
-    gg_free(bp);
+    gg_free(ws);
     gg_tensor_free(bc);
     free(perm);
 
