@@ -1071,6 +1071,13 @@ static int train_model(const options *o, const model_spec *requested, const gg_d
     if (!stopped)
         fprintf(t.text, "%s: test accuracy %.2f%% after %" PRId64 " epochs, %.0f training images/s, %.1f s of training; "
                 "files in %s\n", spec->name, res->test_acc, t.epoch, res->images_per_s, res->train_seconds, t.dir);
+    if (!stopped && t.n_dg) {
+        fprintf(t.text, "%s: learned groups:", spec->name);
+        for (int l = 0; l < t.n_layers; l++)
+            fprintf(t.text, "%s %s (%" PRId64 " channels) %d groups of %" PRId64, l ? ";" : "", t.layer_name[l],
+                    t.layer_width[l], res->groups[l], res->groups[l] ? t.layer_width[l] / res->groups[l] : 0);
+        fprintf(t.text, "\n");
+    }
     ret = stopped;
 out:
     trainer_fini(&t);

@@ -3,12 +3,14 @@
 
 GG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# The one list of Debian 12 packages needed to build, test and install groupgrad.
+# The one list of Debian 12 packages needed to build, test and install groupgrad, and to run the demo
+# (dataset-fashion-mnist: the IDX files under /usr/share/datasets/fashion-mnist).
 # gcc brings libgomp (OpenMP) and the ASan/UBSan runtimes; libc6-dev is only a Recommends of gcc.
 GG_PACKAGES=(
     meson ninja-build pkg-config gcc libc6-dev
     libblis-dev libxsmm-dev libcriterion-dev zlib1g-dev libjansson-dev
     python3 python3-numpy
+    dataset-fashion-mnist
 )
 
 # Print the packages of GG_PACKAGES that are not installed, one per line.
