@@ -443,6 +443,7 @@ int gg__conv2d_forward(const gg_conv2d_shape *s, const float *x, const float *w,
 int gg__conv2d_backward(const gg_conv2d_shape *s, const float *x, const float *w, const float *dy, float *dx,
                         float *dw) {
     if (s->N == 0 || s->K == 0 || s->C == 0 || (!dx && !dw)) return GG_OK;
+    if (!w) w = dw; /* only dw wanted: the GEMM kernel still offsets w per group (never reads it); same shape */
     const conv_plan p = get_plan(s);
     const pass_args a = {.s = s, .nb = p.nb, .x = x, .w = w, .dy = dy};
     int st = GG_OK;
