@@ -3,13 +3,15 @@
  * bench/torch_groupnet.py, which runs the same networks in PyTorch.
  *
  *   bench_groupnet [--model groupnet|dense|grouped:G|depthwise|all] [--threads N] [--batch 128] [--warmup 3]
- *                  [--windows 5] [--steps 4] [--dgconv-path auto|fast|composite] [--seed S] [--json] [--quick]
+ *                  [--windows 5] [--steps 4] [--dgconv-path auto|fast|composite] [--conv-benchmark] [--seed S]
+ *                  [--json] [--quick]
  *
  * Network: gg_groupnet_new(gg_groupnet_s_config(kind)) (grouped:G sets conv3x3.groups = G; grouped:8 is the
  * cardinality), initialised from seed S, in training mode. One step = gg_optim_zero_grad, gg_module_forward,
  * gg_cross_entropy (mean), gg_backward, gg_optim_step (SGD lr 0.01, momentum 0.9, no weight decay),
  * gg_tape_reset, on one fixed random batch (x ~ N(0, 1) [B,1,28,28], labels uniform in 0..9). --warmup steps
- * are not timed (the first step of each convolution shape times its kernels to choose a plan), then
+ * are not timed (with --conv-benchmark, gg_conv_set_benchmark(true), the first step of each convolution
+ * shape also times its kernels to choose them; by default fixed rules choose), then
  * --windows windows of --steps steps: the median window's images/s is the result (min and max also shown).
  * --dgconv-path forces every DGConv layer's execution path (default auto: the grouped fast path, as every
  * gate is nonzero). --quick (the smoke test): batch 8, 1 warm-up step, 1 window of 1 step. */
@@ -25,7 +27,7 @@ typedef struct options {
     int threads, batch, warmup, windows, steps;
     uint64_t seed;
     gg_dgconv_path path;
-    bool json;
+    bool json, conv_benchmark;
 } options;
 
 /* groupgrad's parameter counts of GroupNet-S (gg_nn.h; equal in bench/torch_groupnet.py). */
@@ -74,7 +76,8 @@ static int train_step(gg_module *net, gg_optim *opt, gg_tensor *x, const int32_t
 static int run_model(const char *model, const options *o) {
     gg_groupnet_config cfg;
     if (model_config(model, &cfg)) {
-        fprintf(stderr, "bench_groupnet: unknown model '%s' (groupnet, dense, grouped:G, depthwise, all)\n", model);
+        fprintf(stderr, "bench_groupnet: unknown model '%s' (groupnet, dense, grouped:G, depthwise, all)\n",
+                model);
         return 2;
     }
     gg_rng rng;
@@ -128,16 +131,19 @@ static int run_model(const char *model, const options *o) {
     }
     const double lo = bench_minimum(rates, o->windows), med = bench_median(rates, o->windows);
     const double hi = rates[o->windows - 1]; /* bench_median sorted the array */
-    if (o->json)
+    if (o->json) {
+        const char *path = o->path == GG_DGCONV_FAST        ? "fast"
+                           : o->path == GG_DGCONV_COMPOSITE ? "composite"
+                                                            : "auto";
         printf("{\"library\": \"groupgrad\", \"model\": \"%s\", \"threads\": %d, \"batch\": %d, \"params\": %lld, "
                "\"macs_per_image\": %lld, \"dgconv_groups\": \"%d layers, %d of %d gates open\", \"dgconv_path\": "
-               "\"%s\", \"images_per_s\": %.2f, \"min_images_per_s\": %.2f, \"max_images_per_s\": %.2f, "
-               "\"ms_per_step\": %.3f, \"windows\": %d, \"steps_per_window\": %d, \"warmup\": %d, "
-               "\"final_loss\": %.6f}\n",
+               "\"%s\", \"conv_benchmark\": %s, \"images_per_s\": %.2f, \"min_images_per_s\": %.2f, "
+               "\"max_images_per_s\": %.2f, \"ms_per_step\": %.3f, \"windows\": %d, \"steps_per_window\": %d, "
+               "\"warmup\": %d, \"final_loss\": %.6f}\n",
                model, o->threads, o->batch, (long long)params_count, (long long)stats.macs, stats.n_dgconv,
-               stats.n_open_gates, stats.n_gates, o->path == GG_DGCONV_FAST ? "fast"
-                                                  : o->path == GG_DGCONV_COMPOSITE ? "composite" : "auto",
-               med, lo, hi, 1e3 * o->batch / med, o->windows, o->steps, o->warmup, (double)loss);
+               stats.n_open_gates, stats.n_gates, path, o->conv_benchmark ? "true" : "false", med, lo, hi,
+               1e3 * o->batch / med, o->windows, o->steps, o->warmup, (double)loss);
+    }
     else {
         char range[48];
         snprintf(range, sizeof range, "(%.0f-%.0f)", lo, hi);
@@ -163,11 +169,12 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
 }
 
 int main(int argc, char **argv) {
-    options o = {"all", 1, 128, 3, 5, 4, 0, GG_DGCONV_AUTO, false};
+    options o = {"all", 1, 128, 3, 5, 4, 0, GG_DGCONV_AUTO, false, false};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0, seed = 0;
         if (!strcmp(a, "--json")) o.json = true;
+        else if (!strcmp(a, "--conv-benchmark")) o.conv_benchmark = true;
         else if (!strcmp(a, "--quick")) o.batch = 8, o.warmup = 1, o.windows = 1, o.steps = 1;
         else if (!strcmp(a, "--model") && v) o.model = v, i++;
         else if (!strcmp(a, "--threads")) bad = parse_int(v, 1, 1024, &o.threads), i++;
@@ -184,16 +191,18 @@ int main(int argc, char **argv) {
         if (bad) {
             fprintf(stderr, "bench_groupnet: bad argument %s%s%s\nusage: %s [--model groupnet|dense|grouped:G|"
                     "depthwise|all] [--threads N] [--batch N] [--warmup N] [--windows N] [--steps N] "
-                    "[--dgconv-path auto|fast|composite] [--seed S] [--json] [--quick]\n",
+                    "[--dgconv-path auto|fast|composite] [--conv-benchmark] [--seed S] [--json] [--quick]\n",
                     a, v ? " " : "", v ? v : "", argv[0]);
             return 2;
         }
     }
     if (gg_set_num_threads(o.threads)) return fail(o.model, "--threads");
+    gg_conv_set_benchmark(o.conv_benchmark);
     if (!o.json)
-        printf("groupgrad %s, %d thread%s, batch %d, GroupNet-S 28x28, SGD momentum 0.9; median of %d windows of "
-               "%d steps after %d warm-up steps\n%-12s %9s %10s %10s %17s %9s\n",
-               gg_version(), o.threads, o.threads == 1 ? "" : "s", o.batch, o.windows, o.steps, o.warmup, "model",
+        printf("groupgrad %s, %d thread%s, batch %d, GroupNet-S 28x28, SGD momentum 0.9, conv kernels %s; median "
+               "of %d windows of %d steps after %d warm-up steps\n%-12s %9s %10s %10s %17s %9s\n",
+               gg_version(), o.threads, o.threads == 1 ? "" : "s", o.batch,
+               o.conv_benchmark ? "timed" : "by rule", o.windows, o.steps, o.warmup, "model",
                "params", "MMACs/img", "images/s", "(min-max)", "ms/step");
     static const char *const all[] = {"groupnet", "dense", "grouped:8", "depthwise"};
     const bool every = !strcmp(o.model, "all");
