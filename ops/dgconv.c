@@ -39,7 +39,7 @@
 #define FN "gg_dgconv2d"
 #define MAX_K 30
 #define PAR_MIN 32768 /* elements copied below which the permutations stay single-threaded */
-#define PREFETCH_ROWS 4 /* planes ahead that a permutation copy prefetches */
+#define PREFETCH_BYTES 8192 /* how far ahead a permutation copy prefetches its source planes */
 
 gg_dgconv_opts gg_dgconv_default(void) { return (gg_dgconv_opts){.sort = false, .path = GG_DGCONV_AUTO}; }
 
@@ -261,15 +261,16 @@ static int check_args(const gg_tensor *x, const gg_tensor *w, const gg_tensor *g
 /* dst[n, c, :] (=, or += when acc) src[n, src_of[c], :] over planes of `plane` floats; src_of NULL = identity. */
 static void gather_planes(int64_t N, int64_t C, int64_t plane, const float *src, const int64_t *src_of, float *dst,
                           bool acc) {
-    const int64_t rows = N * C;
+    const int64_t rows = N * C, bytes = plane * (int64_t)sizeof(float);
+    const int64_t ahead = bytes >= PREFETCH_BYTES || bytes == 0 ? 1 : PREFETCH_BYTES / bytes;
 #pragma omp parallel for num_threads(gg_get_num_threads()) if (rows * plane > PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const int64_t n = r / C, c = r % C;
         const float *sp = src + (n * C + (src_of ? src_of[c] : c)) * plane;
-        if (r + PREFETCH_ROWS < rows) { /* permuted planes: strided streams the hardware prefetcher misses */
-            const int64_t rn = r + PREFETCH_ROWS, nn = rn / C, cn = rn % C;
+        if (r + ahead < rows) { /* permuted planes: short strided streams the hardware prefetcher misses */
+            const int64_t rn = r + ahead, nn = rn / C, cn = rn % C;
             const char *pf = (const char *)(src + (nn * C + (src_of ? src_of[cn] : cn)) * plane);
-            for (int64_t q = 0; q < plane * (int64_t)sizeof(float); q += 64) __builtin_prefetch(pf + q);
+            for (int64_t q = 0; q < bytes; q += 64) __builtin_prefetch(pf + q);
         }
         float *dp = dst + r * plane;
         if (acc)

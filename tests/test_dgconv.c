@@ -613,6 +613,9 @@ Test(dgconv_fast, batch_chunks, .init = one_thread, .fini = teardown) {
         fast_vs_composite(6, 0x3C, 11, 16, 16, 3, 3, &p, true, false, 510, "chunks, interleaved G = 4");
         fast_vs_composite(6, 0x2A, 19, 16, 16, 3, 3, &p, false, false, 520, "chunks, interleaved G = 8");
     }
+    gg_set_num_threads(1); /* empty input planes (H = 0, padding gives a 2-row output): nothing to copy */
+    gg_conv2d_params p1 = gg_conv2d_make(1, 1, 1, 1);
+    fast_vs_composite(3, 0x5, 2, 0, 5, 1, 1, &p1, true, false, 540, "empty input planes");
     gg_tensor *x = leaf(RAND(530, 11, 64, 16, 16)), *w = leaf(RAND(531, 64, 64, 3, 3));
     gg_tensor *gt = leaf(gates_pattern(6, 0x3C));
     run_out a = run_dgconv(x, w, gt, NULL, &p, false, GG_DGCONV_FAST, NULL, "repeat 1");
