@@ -304,12 +304,13 @@ _Static_assert(sizeof(gg_conv2d_shape) / sizeof(int64_t) + 4 <= GG_NODE_IPARAMS,
  * so that the permuted copies are still in the L2 cache when the convolution reads them and the scatter
  * reads its output (whole-batch copies went through L3 or memory: a third of the G = 8 forward); the
  * convolution kernels are also at least as fast on such chunks as on the whole batch. About CHUNK_BYTES of
- * input plus output planes per chunk, the chunks as even as possible; independent of the thread count, so
- * the weight-gradient sums are added in the same order whatever it is. */
+ * input plus output planes per thread (each core's L2 holds its share of a chunk; fewer chunks also mean
+ * fewer parallel regions, each a barrier), the chunks as even as possible. A function of the shape and the
+ * thread count only, so results are the same run to run for a given thread count. */
 #define CHUNK_BYTES (1024.0 * 1024.0)
 static int64_t chunk_batch(const gg_conv2d_shape *s) {
     const double per = 4.0 * (double)s->C * (double)(s->H * s->W + s->Ho * s->Wo);
-    int64_t nb = per > 0 ? (int64_t)(CHUNK_BYTES / per) : s->N;
+    int64_t nb = per > 0 ? (int64_t)(CHUNK_BYTES * gg_get_num_threads() / per) : s->N;
     nb = nb < 1 ? 1 : nb > s->N ? s->N : nb;
     if (nb < 1) return 1;
     const int64_t chunks = (s->N + nb - 1) / nb;
