@@ -76,7 +76,7 @@ typedef struct conv_case {
 
 typedef struct bench_opts {
     bool json, check, quick;
-    bool dgconv;         /* --op dgconv */
+    bool dgconv;          /* --op dgconv */
     int paths[2], npaths; /* the timed paths, alternating (--path both: fast and composite) */
     int threads, repeats;
     double min_time;
@@ -184,7 +184,8 @@ static gg_tensor *apply(const case_data *d, int path) {
         gg__conv2d_force_algo(path == PATH_REF ? GG_CONV_ALGO_REF : GG_CONV_ALGO_AUTO);
         return gg_conv2d(d->x, d->w, NULL, &d->p);
     }
-    const gg_dgconv_opts o = {.sort = false, .path = path == PATH_COMPOSITE ? GG_DGCONV_COMPOSITE : GG_DGCONV_FAST};
+    const gg_dgconv_opts o = {.sort = false,
+                              .path = path == PATH_COMPOSITE ? GG_DGCONV_COMPOSITE : GG_DGCONV_FAST};
     return gg_dgconv2d(d->x, d->w, d->gates, NULL, &d->p, &o);
 }
 
@@ -219,18 +220,19 @@ static double max_abs(const float *v, int64_t n) {
 }
 
 /* max |got - ref| / max |ref| over n elements; prints and exits when above tol. */
-static void compare(const char *what, const char *against, const conv_case *cc, const float *got, const float *ref,
-                    int64_t n, double tol) {
+static void compare(const char *what, const char *against, const conv_case *cc, const float *got,
+                    const float *ref, int64_t n, double tol) {
     double err = 0, scale = max_abs(ref, n);
     for (int64_t i = 0; i < n; i++) err = fmax(err, fabs((double)got[i] - (double)ref[i]));
     const double rel = scale > 0 ? err / scale : err;
     if (!(rel <= tol)) {
         fprintf(stderr,
-                "bench_conv: check failed: %s differs from the %s by %.3g (relative to max %.3g) for N=%lld C=%lld "
+                "bench_conv: check failed: %s differs from the %s by %.3g (relative to max %.3g) for N=%lld "
+                "C=%lld "
                 "K=%lld %lldx%lld %lldx%lld stride %d pad %d dilation %d groups %d\n",
-                what, against, rel, scale, (long long)cc->n, (long long)cc->c, (long long)cc->k, (long long)cc->h,
-                (long long)cc->w, (long long)cc->r, (long long)cc->s, cc->stride, cc->pad, cc->dilation,
-                cc->groups);
+                what, against, rel, scale, (long long)cc->n, (long long)cc->c, (long long)cc->k,
+                (long long)cc->h, (long long)cc->w, (long long)cc->r, (long long)cc->s, cc->stride, cc->pad,
+                cc->dilation, cc->groups);
         exit(1);
     }
 }
@@ -300,17 +302,18 @@ static void print_row(const conv_case *cc, const bench_opts *o, int pass, int pa
                "\"r\":%lld,\"s\":%lld,\"stride\":%d,\"pad\":%d,\"dilation\":%d,\"groups\":%d,"
                "\"threads\":%d,\"ms\":%.4f,\"gflops\":%.3f,\"peak_pct\":%.2f,\"path\":\"%s\","
                "\"min_ms\":%.4f,\"repeats\":%d,\"peak_gflops\":%.2f,\"peak1_gflops\":%.2f",
-               op, pn, (long long)cc->n, (long long)cc->c, (long long)cc->k, (long long)cc->h, (long long)cc->w,
-               (long long)cc->r, (long long)cc->s, cc->stride, cc->pad, cc->dilation, cc->groups, o->threads,
-               tmed * 1e3, gflops, pct, PATH_NAMES[path], tmin * 1e3, repeats, o->peak, o->peak1);
+               op, pn, (long long)cc->n, (long long)cc->c, (long long)cc->k, (long long)cc->h,
+               (long long)cc->w, (long long)cc->r, (long long)cc->s, cc->stride, cc->pad, cc->dilation,
+               cc->groups, o->threads, tmed * 1e3, gflops, pct, PATH_NAMES[path], tmin * 1e3, repeats,
+               o->peak, o->peak1);
         if (speedup > 0) printf(",\"speedup\":%.3f", speedup);
         printf("}\n");
     } else {
         char name[160];
         snprintf(name, sizeof name, "%sN=%lld C=%lld K=%lld %lldx%lld %lldx%lld s%d p%d d%d g%d",
-                 o->dgconv ? "dg " : "", (long long)cc->n, (long long)cc->c, (long long)cc->k, (long long)cc->h,
-                 (long long)cc->w, (long long)cc->r, (long long)cc->s, cc->stride, cc->pad, cc->dilation,
-                 cc->groups);
+                 o->dgconv ? "dg " : "", (long long)cc->n, (long long)cc->c, (long long)cc->k,
+                 (long long)cc->h, (long long)cc->w, (long long)cc->r, (long long)cc->s, cc->stride, cc->pad,
+                 cc->dilation, cc->groups);
         printf("%-47s %-10s %-9s %10.3f %10.3f %9.2f %6.1f %7d", name, pn, PATH_NAMES[path], tmed * 1e3,
                tmin * 1e3, gflops, pct, repeats);
         if (speedup > 0) printf("   composite/fast %.2fx", speedup);
@@ -458,8 +461,9 @@ int main(int argc, char **argv) {
         o.paths[1] = PATH_FAST;
         o.npaths = 2;
     } else {
-        fprintf(stderr, "bench_conv: --path '%s' does not apply to --op %s (conv: fast or ref; dgconv: fast, "
-                        "composite or both)\n",
+        fprintf(stderr,
+                "bench_conv: --path '%s' does not apply to --op %s (conv: fast or ref; dgconv: fast, "
+                "composite or both)\n",
                 path, op);
         return 2;
     }
@@ -493,12 +497,14 @@ int main(int argc, char **argv) {
                gg_version(), op, path, o.threads, bench_fma_isa(), BENCH_FMA_ACCUMULATORS, BENCH_FMA_LANES,
                o.peak1, o.peak, o.threads);
         if (o.dgconv)
-            printf("timed: fwd = gg_dgconv2d without grad; bwd_data/bwd_weight = gg_backward_ex with x / w and "
-                   "gates requiring grad; train = gg_dgconv2d + gg_backward_ex (x, w, gates require grad); "
-                   "GFLOP/s of the effective grouped conv\n");
+            printf(
+                "timed: fwd = gg_dgconv2d without grad; bwd_data/bwd_weight = gg_backward_ex with x / w and "
+                "gates requiring grad; train = gg_dgconv2d + gg_backward_ex (x, w, gates require grad); "
+                "GFLOP/s of the effective grouped conv\n");
         else
-            printf("timed: fwd = gg_conv2d without grad; bwd_data/bwd_weight = gg_backward_ex through the conv "
-                   "node; train = gg_conv2d + gg_backward_ex (x, w require grad)\n");
+            printf(
+                "timed: fwd = gg_conv2d without grad; bwd_data/bwd_weight = gg_backward_ex through the conv "
+                "node; train = gg_conv2d + gg_backward_ex (x, w require grad)\n");
         printf("%-47s %-10s %-9s %10s %10s %9s %6s %7s\n", "case", "pass", "path", "median ms", "min ms",
                "GFLOP/s", "%peak", "repeats");
     }

@@ -443,15 +443,16 @@ int gg__conv2d_forward(const gg_conv2d_shape *s, const float *x, const float *w,
 int gg__conv2d_backward(const gg_conv2d_shape *s, const float *x, const float *w, const float *dy, float *dx,
                         float *dw) {
     if (s->N == 0 || s->K == 0 || s->C == 0 || (!dx && !dw)) return GG_OK;
-    if (!w) w = dw; /* only dw wanted: the GEMM kernel still offsets w per group (never reads it); same shape */
+    /* only dw wanted: the GEMM kernel still offsets w per group (never reads it); dw has w's shape */
+    if (!w) w = dw;
     const conv_plan p = get_plan(s);
     const pass_args a = {.s = s, .nb = p.nb, .x = x, .w = w, .dy = dy};
     int st = GG_OK;
     const gg_conv_algo ad =
         dx ? pick_algo(&p, &a, PASS_DATA, NULL, s->N * s->C * s->H * s->W, &st) : GG_CONV_ALGO_AUTO;
-    const gg_conv_algo aw = dw && !st
-                                ? pick_algo(&p, &a, PASS_WEIGHT, NULL, s->K * (s->C / s->G) * s->R * s->S, &st)
-                                : GG_CONV_ALGO_AUTO;
+    const gg_conv_algo aw =
+        dw && !st ? pick_algo(&p, &a, PASS_WEIGHT, NULL, s->K * (s->C / s->G) * s->R * s->S, &st)
+                  : GG_CONV_ALGO_AUTO;
     if (st) return st;
     if (ad == GG_CONV_ALGO_GEMM && aw == GG_CONV_ALGO_GEMM) { /* one pass for both: im2col once */
         void *ws = gg_alloc(gg__conv2d_gemm_workspace(s, p.nb));
@@ -505,8 +506,8 @@ gg_tensor *gg_conv2d(gg_tensor *x, gg_tensor *w, gg_tensor *bias, const gg_conv2
     gg_tensor *bc = bias ? gg_tensor_contiguous(bias) : NULL;
     gg_tensor *out =
         (xc && wc && (bc || !bias)) ? gg_op_output(4, (const int64_t[]){s.N, s.K, s.Ho, s.Wo}, FN) : NULL;
-    int st = out ? gg__conv2d_forward(&s, gg_tensor_data(xc), gg_tensor_data(wc), bc ? gg_tensor_data(bc) : NULL,
-                           gg_tensor_data(out))
+    int st = out ? gg__conv2d_forward(&s, gg_tensor_data(xc), gg_tensor_data(wc),
+                                      bc ? gg_tensor_data(bc) : NULL, gg_tensor_data(out))
                  : GG_ERR_NOMEM;
     gg_tensor_free(bc);
     gg_tensor *in[3] = {x, w, bias};

@@ -259,8 +259,8 @@ static int check_args(const gg_tensor *x, const gg_tensor *w, const gg_tensor *g
 /* ---- channel permutations ---- */
 
 /* Prefetch plane `row` of src (planes of `bytes` bytes, row = n*C + c read from plane n*C + src_of[c]). */
-static inline void prefetch_plane(const float *src, const int64_t *src_of, int64_t C, int64_t plane, int64_t bytes,
-                                  int64_t row) {
+static inline void prefetch_plane(const float *src, const int64_t *src_of, int64_t C, int64_t plane,
+                                  int64_t bytes, int64_t row) {
     const int64_t n = row / C, c = row % C;
     const char *pf = (const char *)(src + (n * C + (src_of ? src_of[c] : c)) * plane);
     for (int64_t q = 0; q < bytes; q += 64) __builtin_prefetch(pf + q);
@@ -268,7 +268,9 @@ static inline void prefetch_plane(const float *src, const int64_t *src_of, int64
 
 /* Planes to prefetch ahead: PREFETCH_BYTES worth (permuted planes are short strided streams that the hardware
  * prefetcher misses). */
-static int64_t planes_ahead(int64_t bytes) { return bytes >= PREFETCH_BYTES || bytes == 0 ? 1 : PREFETCH_BYTES / bytes; }
+static int64_t planes_ahead(int64_t bytes) {
+    return bytes >= PREFETCH_BYTES || bytes == 0 ? 1 : PREFETCH_BYTES / bytes;
+}
 
 /* dst[n, c, :] (=, or += when acc) src[n, src_of[c], :] over planes of `plane` floats; src_of NULL = identity. */
 static void gather_planes(int64_t N, int64_t C, int64_t plane, const float *src, const int64_t *src_of, float *dst,
@@ -290,8 +292,8 @@ static void gather_planes(int64_t N, int64_t C, int64_t plane, const float *src,
 /* The backward's copies for one chunk of N samples in one parallel loop (one barrier instead of two, and the
  * zeroing in parallel): xp[n, p] = x[n, inv[p]] (planes of HW floats) when xp, dyp[n, p] = dy[n, inv[p]]
  * (planes of P floats), dxp zeroed when dxp. */
-static void gather_chunk(int64_t N, int64_t C, int64_t HW, int64_t P, const int64_t *inv, const float *x, float *xp,
-                         const float *dy, float *dyp, float *dxp) {
+static void gather_chunk(int64_t N, int64_t C, int64_t HW, int64_t P, const int64_t *inv, const float *x,
+                         float *xp, const float *dy, float *dyp, float *dxp) {
     const int64_t rows = N * C, xb = HW * (int64_t)sizeof(float), yb = P * (int64_t)sizeof(float);
     const int64_t ahead = planes_ahead((xp ? xb : 0) + yb);
 #pragma omp parallel for num_threads(gg_get_num_threads()) if (rows * (HW + P) > PAR_MIN)
@@ -389,7 +391,8 @@ static double dot_lanes(const float *a, const float *b, int64_t n) {
 
 /* dL/dg at the one-gate positions (added into dpos): pairs inside a group whose offsets differ at the
  * position's bit, sum_taps dwg * wg. */
-static void one_gate_grads(const dg_pattern *pt, int64_t RS, const float *wg, const float *dwg, double *dpos) {
+static void one_gate_grads(const dg_pattern *pt, int64_t RS, const float *wg, const float *dwg,
+                           double *dpos) {
     const int64_t C = pt->C, Cg = pt->Cg, K1 = pt->K - pt->z;
     for (int64_t p = 0; p < C; p++) {
         const int64_t a = p % Cg;
@@ -405,15 +408,16 @@ static void one_gate_grads(const dg_pattern *pt, int64_t RS, const float *wg, co
 
 /* wz[(h*z + t)*Cg + a, j] = W[pi^-1((h ^ b_t)*Cg + a), pi^-1(h*Cg + j)] [z*C, Cg, R, S]: the blocks one
  * zero-gate bit away from the diagonal, as a grouped conv weight whose group h reads input group h. */
-static void gather_gate_weight(const dg_pattern *pt, int64_t RS, const float *w, const int64_t *inv, float *wz) {
+static void gather_gate_weight(const dg_pattern *pt, int64_t RS, const float *w, const int64_t *inv,
+                               float *wz) {
     const int64_t C = pt->C, Cg = pt->Cg, z = pt->z;
     for (int64_t h = 0; h < pt->G; h++)
         for (int64_t t = 0; t < z; t++) {
             const int64_t ho = h ^ ((int64_t)1 << (z - 1 - t));
             for (int64_t a = 0; a < Cg; a++)
                 for (int64_t j = 0; j < Cg; j++)
-                    memcpy(wz + (((h * z + t) * Cg + a) * Cg + j) * RS, w + (inv[ho * Cg + a] * C + inv[h * Cg + j]) * RS,
-                           (size_t)RS * sizeof(float));
+                    memcpy(wz + (((h * z + t) * Cg + a) * Cg + j) * RS,
+                           w + (inv[ho * Cg + a] * C + inv[h * Cg + j]) * RS, (size_t)RS * sizeof(float));
         }
 }
 
@@ -433,7 +437,8 @@ static int zero_gate_chunk(const dg_pattern *pt, const gg_conv2d_shape *cs, cons
         const int64_t n = it / G, h = it % G;
         for (int64_t t = 0; t < z; t++) {
             const int64_t ho = h ^ ((int64_t)1 << (z - 1 - t));
-            part[it * z + t] = dot_lanes(yz + (n * z * C + (h * z + t) * Cg) * P, dyp + (n * C + ho * Cg) * P, Cg * P);
+            part[it * z + t] =
+                dot_lanes(yz + (n * z * C + (h * z + t) * Cg) * P, dyp + (n * C + ho * Cg) * P, Cg * P);
         }
     }
     for (int64_t it = 0; it < n_items; it++)
@@ -474,14 +479,12 @@ static int dgfast_backward(gg_node *node, const gg_tensor *gout) {
 
     /* per-chunk buffers (grouped channel order), then whole-layer weights, in one workspace */
     enum { B_XP, B_DYP, B_DXP, B_YZ, B_PART, B_WZ, B_WG, B_DWG, B_COUNT };
-    const int64_t n[B_COUNT] = {[B_XP] = need_x && !ident ? nb * C * HW : 0,
-                                [B_DYP] = ident ? 0 : nb * C * P,
-                                [B_DXP] = gx && !ident ? nb * C * HW : 0,
-                                [B_YZ] = zgates ? nb * z * C * P : 0,
-                                [B_PART] = zgates ? 2 * nb * pt.G * z : 0, /* doubles */
-                                [B_WZ] = zgates ? z * C * Cg * RS : 0,
-                                [B_WG] = (gx || gg) ? C * Cg * RS : 0,
-                                [B_DWG] = need_x ? C * Cg * RS : 0};
+    const int64_t n[B_COUNT] = {
+        [B_XP] = need_x && !ident ? nb * C * HW : 0, [B_DYP] = ident ? 0 : nb * C * P,
+        [B_DXP] = gx && !ident ? nb * C * HW : 0,    [B_YZ] = zgates ? nb * z * C * P : 0,
+        [B_PART] = zgates ? 2 * nb * pt.G * z : 0, /* doubles */
+        [B_WZ] = zgates ? z * C * Cg * RS : 0,       [B_WG] = (gx || gg) ? C * Cg * RS : 0,
+        [B_DWG] = need_x ? C * Cg * RS : 0};
     float *buf[B_COUNT];
     void *ws = ws_alloc(n, B_COUNT, buf);
     float *xp_c = buf[B_XP], *dyp_c = buf[B_DYP], *dxp_c = buf[B_DXP], *yz = buf[B_YZ], *wz = buf[B_WZ];
@@ -499,7 +502,9 @@ static int dgfast_backward(gg_node *node, const gg_tensor *gout) {
         cs.N = s.N - n0 < nb ? s.N - n0 : nb;
         const float *xc = NULL, *dyc = dy + n0 * C * P;
         if (need_x) xc = ident ? x + n0 * C * HW : xp_c;
-        if (!ident) gather_chunk(cs.N, C, HW, P, inv, x ? x + n0 * C * HW : NULL, xp_c, dyc, dyp_c, dxp_c), dyc = dyp_c;
+        if (!ident)
+            gather_chunk(cs.N, C, HW, P, inv, x ? x + n0 * C * HW : NULL, xp_c, dyc, dyp_c, dxp_c),
+                dyc = dyp_c;
         float *dxc = NULL;
         if (gx) dxc = ident ? dx + n0 * C * HW : dxp_c;
         st = gg__conv2d_backward(&cs, xc, wg, dyc, dxc, dwg);
@@ -550,8 +555,9 @@ static gg_tensor *dgconv_fast(gg_tensor *x, gg_tensor *w, gg_tensor *gt, gg_tens
     gg_tensor *xc = gg_tensor_contiguous(x), *wc = gg_tensor_contiguous(w);
     gg_tensor *bc = bias ? gg_tensor_contiguous(bias) : NULL;
     float *buf[4];
-    void *ws = ws_alloc((const int64_t[]){ident ? 0 : nb * C * HW, ident ? 0 : nb * C * P, C * Cg * RS, bias ? C : 0}, 4,
-                        buf);
+    void *ws = ws_alloc(
+        (const int64_t[]){ident ? 0 : nb * C * HW, ident ? 0 : nb * C * P, C * Cg * RS, bias ? C : 0}, 4,
+        buf);
     float *xp_c = buf[0], *yp_c = buf[1], *wg = buf[2], *bp = buf[3];
     gg_tensor *out = NULL;
     int st = (xc && wc && ws && (bc || !bias)) ? GG_OK : GG_ERR_NOMEM;

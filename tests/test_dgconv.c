@@ -610,7 +610,8 @@ Test(dgconv_fast, batch_chunks, .init = one_thread, .fini = teardown) {
     gg_conv2d_params p = gg_conv2d_make(1, 1, 1, 1);
     for (int threads = 1; threads <= 2; threads++) {
         gg_set_num_threads(threads);
-        fast_vs_composite(6, 0x0F, 19, 16, 16, 3, 3, &p, true, false, 500, "chunks, contiguous G = 4 (identity)");
+        fast_vs_composite(6, 0x0F, 19, 16, 16, 3, 3, &p, true, false, 500,
+                          "chunks, contiguous G = 4 (identity)");
         fast_vs_composite(6, 0x3C, 19, 16, 16, 3, 3, &p, true, false, 510, "chunks, interleaved G = 4");
         fast_vs_composite(6, 0x2A, 23, 16, 16, 3, 3, &p, false, false, 520, "chunks, interleaved G = 8");
     }
@@ -624,8 +625,9 @@ Test(dgconv_fast, batch_chunks, .init = one_thread, .fini = teardown) {
     run_out b = run_dgconv(x, w, gt, NULL, &p, false, GG_DGCONV_FAST, NULL, "repeat 2");
     const gg_tensor *ta[] = {a.y, a.dx, a.dw, a.dg}, *tb[] = {b.y, b.dx, b.dw, b.dg};
     for (int i = 0; i < 4; i++)
-        cr_assert(memcmp(gg_tensor_data(ta[i]), gg_tensor_data(tb[i]), (size_t)ta[i]->numel * sizeof(float)) == 0,
-                  "repeated fast runs differ in output %d (y, dx, dw, dgates)", i);
+        cr_assert(
+            memcmp(gg_tensor_data(ta[i]), gg_tensor_data(tb[i]), (size_t)ta[i]->numel * sizeof(float)) == 0,
+            "repeated fast runs differ in output %d (y, dx, dw, dgates)", i);
     run_free(&a);
     run_free(&b);
     gg_tensor_free(x);
