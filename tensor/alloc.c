@@ -42,7 +42,7 @@ typedef struct block_hdr {
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER; /* guards free_lists */
 static block_hdr *free_lists[N_CLASSES];
 static atomic_size_t live_bytes, peak_bytes, cached_bytes, n_allocs, n_cache_hits;
-static atomic_size_t high_water; /* like peak_bytes, but never reset: the bound of the large-block cache */
+static atomic_size_t high_water; /* like peak_bytes, but never reset: 2x is the bound of the large-block cache */
 #define REUSE_UP 2               /* a request may take a cached block up to 2 classes (41%) larger */
 static atomic_int caching = GG_CACHE_DEFAULT;
 
@@ -187,9 +187,12 @@ void gg_free(void *p) {
         } else {
             size_t cls_bytes = 0;
             int cls = size_class(h->capacity, &cls_bytes);
-            /* Bounded: cached blocks never exceed the highest live total seen, so the process holds at
-             * most twice its working set however the sizes vary (the rest goes back to the C library). */
-            const size_t limit = atomic_load_explicit(&high_water, memory_order_relaxed);
+            /* Bounded: cached blocks never exceed twice the highest live total seen, so the process holds
+             * at most three times its working set however the sizes vary (the rest goes back to the C
+             * library). Once: a training step frees its saved tensors while its gradients are live, and a
+             * bound of one working set sent about 34 MB per GroupNet-S step back to the system, to be
+             * faulted in again on the next step. */
+            const size_t limit = 2 * atomic_load_explicit(&high_water, memory_order_relaxed);
             if (cls < N_CLASSES && cls_bytes == h->capacity &&
                 atomic_load_explicit(&cached_bytes, memory_order_relaxed) + h->capacity <= limit) {
                 pthread_mutex_lock(&cache_lock);

@@ -3,8 +3,8 @@
  * Fresh pages cost about 2 us per 4 KiB on the target machines (PERF_NOTES.md), so freed blocks of
  * 64 KiB and more are kept in shared size-class free lists (4 classes per octave) and reused instead of
  * being handed back to the kernel; a request takes a block of its own class or up to two classes larger, and
- * the cache never holds more than the highest live total seen, so a process stays within twice its working
- * set even when tensor sizes vary (a smaller last batch, evaluation batches). Smaller blocks are kept in a lock-free per-thread cache (up to 64 MiB per power-of-two class),
+ * the cache never holds more than twice the highest live total seen, so a process stays within three times
+ * its working set even when tensor sizes vary (a smaller last batch, evaluation batches). Smaller blocks are kept in a lock-free per-thread cache (up to 64 MiB per power-of-two class),
  * because the autograd hot path allocates several per op. gg_alloc_trim() releases cached blocks.
  * Builds with AddressSanitizer turn both caches off so use-after-free is still caught.
  * All functions are thread-safe. */

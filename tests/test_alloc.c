@@ -165,8 +165,9 @@ Test(alloc, slightly_larger_cached_block_serves_a_request) {
 #endif
 }
 
-/* The large-block cache holds no more than the highest live total: blocks of ever new sizes go back to
- * the system instead of piling up. */
+/* The large-block cache holds no more than twice the highest live total: blocks of ever new sizes go
+ * back to the system instead of piling up (without the bound, the sum of the sizes so far is 3x the
+ * latest one here). */
 Test(alloc, cache_is_bounded_by_the_high_water_mark) {
 #if GT_ASAN
     cr_skip_test("the cache is off under AddressSanitizer");
@@ -178,7 +179,7 @@ Test(alloc, cache_is_bounded_by_the_high_water_mark) {
         cr_assert_not_null(p);
         gg_free(p);
         gg_alloc_stats s = stats();
-        cr_assert_leq(s.cached_bytes, s.peak_bytes + (size_t)(1 << 22), /* + the small-block cache */
+        cr_assert_leq(s.cached_bytes, 2 * s.peak_bytes + (size_t)(1 << 22), /* + the small-block cache */
                       "cached %zu bytes with a peak of %zu live", s.cached_bytes, s.peak_bytes);
     }
 #endif
