@@ -1,12 +1,14 @@
 /* 64-byte-aligned allocation with live/peak counters and two caches: a shared size-class cache for
  * blocks of 64 KiB and more (fresh pages are expensive), and a lock-free per-thread cache of small
  * blocks (tensor headers, graph nodes, tiny tensors: the autograd hot path allocates several per op). */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "gg_alloc.h"
 #include "gg_error.h"
@@ -29,6 +31,7 @@ typedef struct block_hdr {
     struct block_hdr *next_free;
     uint32_t magic;
     bool tracked;      /* counted in the user-visible statistics */
+    bool mapped;       /* its own mmap (release with munmap), else from posix_memalign */
 } block_hdr;
 
 #define HDR_SIZE GG_ALIGN
@@ -55,12 +58,14 @@ static _Thread_local small_cache tcache;
 static pthread_key_t tcache_key;
 static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
 
+static void raw_free(block_hdr *h);
+
 static void flush_small(small_cache *c) {
     for (int k = 0; k < SMALL_CLASSES; k++) {
         while (c->head[k]) {
             block_hdr *h = c->head[k];
             c->head[k] = h->next_free;
-            free(h);
+            raw_free(h);
         }
         c->bytes[k] = 0;
     }
@@ -85,11 +90,28 @@ static int size_class(size_t bytes, size_t *class_bytes) {
     return (lg - 15) * 4 + (int)steps - 4; /* 64 KiB exactly (lg 15, 4 steps) is class 0 */
 }
 
-static void *raw_alloc(size_t capacity) {
+/* Blocks of CACHE_MIN bytes and more get their own mapping when the cache is compiled in (not under
+ * AddressSanitizer, which checks only what malloc hands out): glibc serves a freed large chunk's size from
+ * its heap afterwards (its mmap threshold rises), and a training loop whose frees and allocations of many
+ * sizes interleave then fragments the heap: resident memory grew 27% over 7 epochs of the dense GroupNet-S
+ * with the tensor working set constant. A mapping returns to the system exactly when it is freed. */
+static block_hdr *raw_alloc(size_t capacity, bool large) {
     void *p = NULL;
     if (capacity > SIZE_MAX - HDR_SIZE) return NULL;
+    if (GG_CACHE_DEFAULT && large) {
+        p = mmap(NULL, HDR_SIZE + capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return NULL;
+        ((block_hdr *)p)->mapped = true;
+        return p;
+    }
     if (posix_memalign(&p, GG_ALIGN, HDR_SIZE + capacity) != 0) return NULL;
+    ((block_hdr *)p)->mapped = false;
     return p;
+}
+
+static void raw_free(block_hdr *h) {
+    if (h->mapped) munmap(h, HDR_SIZE + h->capacity);
+    else free(h);
 }
 
 static void count_alloc(size_t bytes) {
@@ -137,7 +159,7 @@ static block_hdr *take_block(size_t bytes) {
         atomic_fetch_add_explicit(&n_cache_hits, 1, memory_order_relaxed);
         return h;
     }
-    h = raw_alloc(capacity);
+    h = raw_alloc(capacity, bytes >= CACHE_MIN);
     if (h) h->capacity = capacity;
     return h;
 }
@@ -204,7 +226,7 @@ void gg_free(void *p) {
             }
         }
     }
-    free(h);
+    raw_free(h);
 }
 
 void gg__free_untracked(void *p) { gg_free(p); }
@@ -239,7 +261,7 @@ void gg_alloc_trim(void) {
     while (all) {
         block_hdr *next = all->next_free;
         atomic_fetch_sub(&cached_bytes, all->capacity);
-        free(all);
+        raw_free(all);
         all = next;
     }
     flush_small(&tcache);
