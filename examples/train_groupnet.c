@@ -49,7 +49,7 @@ typedef struct model_spec {
 enum { /* options given explicitly on the command line (a resumed run must not contradict its checkpoint) */
     SET_MODEL = 1 << 0, SET_EPOCHS = 1 << 1, SET_BATCH = 1 << 2, SET_LR = 1 << 3, SET_OPTIM = 1 << 4,
     SET_WD = 1 << 5, SET_SEED = 1 << 6, SET_BUDGET = 1 << 7, SET_SUBSET = 1 << 8, SET_CROP = 1 << 9,
-    SET_FLIP = 1 << 10, SET_WARMUP = 1 << 11, SET_MOMENTUM = 1 << 12, SET_OUT = 1 << 13,
+    SET_FLIP = 1 << 10, SET_WARMUP = 1 << 11, SET_MOMENTUM = 1 << 12, SET_OUT = 1 << 13, SET_FREEZE = 1 << 14,
 };
 
 typedef struct options {
@@ -66,6 +66,7 @@ typedef struct options {
     int threads;
     uint64_t seed;
     double budget;      /* b of o = sum C^2 / b; 0: no complexity term */
+    double gate_freeze; /* fraction of the run after which the gates stop moving */
     int64_t subset, test_subset;
     int crop;
     bool flip;
@@ -97,6 +98,8 @@ static void usage(FILE *f) {
         "  --momentum X     SGD momentum (default 0.9)\n"
         "  --budget b       DGConv complexity target o = sum C^2 / b (DGCONV.md section 4): the loss is\n"
         "                   CE * (o / zeta)^-0.02 while zeta > o (default 32; 0 turns the term off)\n"
+        "  --gate-freeze F  stop moving the DGConv gates after this fraction of the run (default 0.75): the\n"
+        "                   last epochs train the weights of a fixed grouping (1: never freeze)\n"
         "  --seed S         initialisation, shuffling and augmentation seed (default 0)\n"
         "  --threads N      threads for every kernel (default: all cores)\n"
         "  --benchmark      time the convolution kernels on first use and keep the fastest (may be faster; the\n"
@@ -165,7 +168,7 @@ static int parse_f64(const char *opt, const char *v, double lo, double hi, doubl
 static int parse_args(int argc, char **argv, options *o) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     *o = (options){.epochs = 15, .batch = 128, .lr = -1, .optimizer = "sgd", .wd = -1, .momentum = 0.9,
-                   .warmup = 1, .threads = cores > 0 ? (int)cores : 1, .budget = 32, .crop = 2, .flip = true,
+                   .warmup = 1, .threads = cores > 0 ? (int)cores : 1, .budget = 32, .gate_freeze = 0.75, .crop = 2, .flip = true,
                    .out = "runs", .progress = -1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -191,6 +194,7 @@ static int parse_args(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--momentum")) r = parse_f64(a, v, 0, 0.999, &o->momentum), o->set |= SET_MOMENTUM;
         else if (!strcmp(a, "--warmup")) r = parse_f64(a, v, 0, 1000, &o->warmup), o->set |= SET_WARMUP;
         else if (!strcmp(a, "--budget")) r = parse_f64(a, v, 0, 1e9, &o->budget), o->set |= SET_BUDGET;
+        else if (!strcmp(a, "--gate-freeze")) r = parse_f64(a, v, 0, 1, &o->gate_freeze), o->set |= SET_FREEZE;
         else if (!strcmp(a, "--threads")) r = parse_i64(a, v, 1, 1024, &n), o->threads = (int)n;
         else if (!strcmp(a, "--seed")) r = parse_i64(a, v, 0, INT64_MAX, &n), o->seed = (uint64_t)n, o->set |= SET_SEED;
         else if (!strcmp(a, "--subset")) r = parse_i64(a, v, 1, INT64_MAX, &o->subset), o->set |= SET_SUBSET;
@@ -422,6 +426,8 @@ typedef struct trainer {
     int64_t layer_width[MAX_LAYERS];
     gg_optim *opt;
     gg_lr_schedule sched;
+    int gate_group;        /* optimizer group of the DGConv gates, or -1 */
+    int64_t freeze_step;   /* from this step on the gates' lr is 0 */
     gg_loader *train, *test;
     gg_checkpoint *ck;
     char dir[PATH_LEN], ckpt_path[PATH_LEN + 32];
@@ -473,19 +479,19 @@ typedef struct run_config {
     char model[32], optimizer[8];
     int64_t epochs, batch, subset, crop, flip;
     uint64_t seed;
-    double lr, wd, momentum, warmup, budget;
+    double lr, wd, momentum, warmup, budget, gate_freeze;
 } run_config;
 
 static run_config config_of(const options *o, const model_spec *m) {
     run_config c = {.epochs = o->epochs, .batch = o->batch, .subset = o->subset, .crop = o->crop,
                     .flip = o->flip, .seed = o->seed, .lr = o->lr, .wd = o->wd, .momentum = o->momentum,
-                    .warmup = o->warmup, .budget = o->budget};
+                    .warmup = o->warmup, .budget = o->budget, .gate_freeze = o->gate_freeze};
     snprintf(c.model, sizeof c.model, "%s", m->name);
     snprintf(c.optimizer, sizeof c.optimizer, "%s", o->optimizer);
     const gg_optim_kind k = optim_kind(o->optimizer);
     if (c.lr < 0) c.lr = k == GG_OPTIM_SGD ? 0.1 : 2e-3;
     if (c.wd < 0) c.wd = k == GG_OPTIM_ADAMW ? 0.05 : 5e-4;
-    if (m->kind != GG_CONV3X3_DGCONV) c.budget = 0;
+    if (m->kind != GG_CONV3X3_DGCONV) c.budget = 0, c.gate_freeze = 1;
     return c;
 }
 
@@ -505,6 +511,7 @@ static int config_save(gg_checkpoint *ck, const run_config *c) {
     PUT_F("config.momentum", c->momentum);
     PUT_F("config.warmup", c->warmup);
     PUT_F("config.budget", c->budget);
+    PUT_F("config.gate_freeze", c->gate_freeze);
 #undef PUT_I
 #undef PUT_F
     return st;
@@ -525,9 +532,10 @@ static int config_load(const gg_checkpoint *ck, const char *path, run_config *c)
           gg_checkpoint_get_meta_i64(ck, "config.crop", &c->crop) ||
           gg_checkpoint_get_meta_i64(ck, "config.flip", &c->flip) ||
           gg_checkpoint_get_meta_u64(ck, "config.seed", &c->seed);
-    const char *keys[] = {"config.lr", "config.wd", "config.momentum", "config.warmup", "config.budget"};
-    double *vals[] = {&c->lr, &c->wd, &c->momentum, &c->warmup, &c->budget};
-    for (int i = 0; !bad && i < 5; i++) {
+    const char *keys[] = {"config.lr", "config.wd", "config.momentum", "config.warmup", "config.budget",
+                          "config.gate_freeze"};
+    double *vals[] = {&c->lr, &c->wd, &c->momentum, &c->warmup, &c->budget, &c->gate_freeze};
+    for (int i = 0; !bad && i < 6; i++) {
         const char *s = gg_checkpoint_get_meta(ck, keys[i]);
         char *e;
         bad = !s || (*vals[i] = strtod(s, &e), *e != '\0' || e == s);
@@ -556,6 +564,7 @@ static int config_check_resume(const options *o, const run_config *saved, const 
         {SET_MOMENTUM, "--momentum", want.momentum != saved->momentum, ""},
         {SET_WARMUP, "--warmup", want.warmup != saved->warmup, ""},
         {SET_BUDGET, "--budget", want.budget != saved->budget, ""},
+        {SET_FREEZE, "--gate-freeze", want.gate_freeze != saved->gate_freeze, ""},
     };
     snprintf(checks[0].had, 64, "%s", saved->model);
     snprintf(checks[1].had, 64, "%s", saved->optimizer);
@@ -569,6 +578,7 @@ static int config_check_resume(const options *o, const run_config *saved, const 
     snprintf(checks[9].had, 64, "%g", saved->momentum);
     snprintf(checks[10].had, 64, "%g", saved->warmup);
     snprintf(checks[11].had, 64, "%g", saved->budget);
+    snprintf(checks[12].had, 64, "%g", saved->gate_freeze);
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
         if ((o->set & checks[i].bit) && checks[i].differs) {
             fprintf(stderr, "train_groupnet: %s disagrees with %s, which was trained with %s; a resumed run keeps its "
@@ -649,10 +659,25 @@ static int trainer_init(trainer *t, const options *o, const model_spec *spec, co
     const char **names = np > 0 ? calloc((size_t)np, sizeof *names) : NULL;
     int st = -1;
     t->opt = gg_optim_new(kind);
+    t->gate_group = -1;
     if (nt && ps && names && t->opt) {
         gg_module_named_parameters(t->net, nt, np);
-        for (int i = 0; i < np; i++) ps[i] = nt[i].tensor, names[i] = nt[i].name;
-        st = gg_optim_add_params(t->opt, ps, names, np, &hp, gg_optim_filter_no_decay, NULL) < 0;
+        /* the other parameters first (two groups: with and without decay), then the gates in their own
+         * group (no decay), whose lr drops to 0 at the freeze point */
+        int n = 0, ng = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (int i = 0; i < np; i++) {
+                size_t len = strlen(nt[i].name);
+                bool gate = len >= 5 && !strcmp(nt[i].name + len - 5, ".gate");
+                if (gate == (pass == 1)) ps[n] = nt[i].tensor, names[n] = nt[i].name, n++, ng += gate;
+            }
+        st = gg_optim_add_params(t->opt, ps, names, np - ng, &hp, gg_optim_filter_no_decay, NULL) < 0;
+        if (!st && ng) {
+            gg_optim_hparams hg = hp;
+            hg.weight_decay = 0;
+            t->gate_group = gg_optim_add_group(t->opt, ps + np - ng, names + np - ng, ng, &hg);
+            st = t->gate_group < 0;
+        }
     }
     free(nt), free(ps), free(names);
     if (st) return fail_lib("setting up the optimizer");
@@ -671,6 +696,7 @@ static int trainer_init(trainer *t, const options *o, const model_spec *spec, co
     int64_t warm = (int64_t)llround(rc->warmup * (double)t->steps_per_epoch);
     if (warm > total / 5) warm = total / 5;
     t->sched = gg_lr_cosine(warm, 0.1, total, 0.0);
+    t->freeze_step = (int64_t)llround(rc->gate_freeze * (double)total);
 
     /* checkpoint: everything the run depends on */
     t->ck = gg_checkpoint_new();
@@ -768,6 +794,8 @@ static int evaluate(trainer *t, double *acc) {
 /* One optimizer step on batch b; adds to the epoch sums. */
 static int train_step(trainer *t, const gg_batch *b, double budget) {
     if (gg_optim_apply_schedule(t->opt, &t->sched, t->step)) return fail_lib("setting the learning rate");
+    if (t->gate_group >= 0 && t->step >= t->freeze_step && gg_optim_set_lr(t->opt, t->gate_group, 0.0))
+        return fail_lib("freezing the gates");
     gg_tensor *logits = gg_module_forward(t->net, b->x);
     gg_tensor *ce = gg_cross_entropy(logits, b->labels, b->n, GG_REDUCE_MEAN, 0.0f);
     gg_tensor *loss = ce && t->n_dg && budget > 0 ? gg_groupnet_regularized_loss(t->net, ce, budget, -0.02,
@@ -1007,6 +1035,9 @@ static int train_model(const options *o, const model_spec *requested, const gg_d
             "batch %" PRId64 ", %s lr %g, %" PRId64 " epochs, %d threads; writing %s\n", spec->name, st0.params,
             (double)st0.macs * 1e-6, gg_loader_num_samples(t.train), rc.batch, rc.optimizer, rc.lr, rc.epochs,
             gg_get_num_threads(), t.dir);
+    if (t.n_dg && rc.gate_freeze < 1)
+        fprintf(t.text, "%s: the gates learn until step %" PRId64 " (epoch %.1f), then stay fixed\n", spec->name,
+                t.freeze_step, (double)t.freeze_step / (double)t.steps_per_epoch);
     fflush(t.text);
     *res = (model_result){.spec = *spec};
     const int log_every = o->log_every > 0 ? o->log_every : (int)(t.steps_per_epoch >= 10 ? t.steps_per_epoch / 10 : 1);

@@ -197,6 +197,42 @@ Test(train_cli, resume_continues_bit_identically) {
     gg_checkpoint_free(a), gg_checkpoint_free(b);
 }
 
+/* The gates move until --gate-freeze, then stay fixed while the weights keep training. */
+static void gates_of(const char *ck, float *out, int *n) {
+    gg_checkpoint *c = gg_checkpoint_read(ck);
+    cr_assert_not_null(c, "%s", gg_last_error());
+    *n = 0;
+    for (int i = 0; i < gg_checkpoint_num_tensors(c); i++) {
+        const char *name = gg_checkpoint_name_at(c, i);
+        gg_tensor *t = gg_checkpoint_tensor_at(c, i);
+        if (strncmp(name, "model.", 6) || strcmp(name + strlen(name) - 5, ".gate")) continue;
+        memcpy(out + *n, gg_tensor_data(t), (size_t)t->numel * sizeof(float));
+        *n += (int)t->numel;
+    }
+    gg_checkpoint_free(c);
+}
+
+Test(train_cli, gates_freeze) {
+    for (int frozen = 0; frozen < 2; frozen++) {
+        const char *out = tmp(frozen ? "f1" : "f0");
+        char extra[64], ck[700], args[2048];
+        snprintf(extra, sizeof extra, "--gate-freeze %s --max-steps 5", frozen ? "0.5" : "1");
+        cr_assert_eq(run(small_args(out, extra)), 0);
+        snprintf(ck, sizeof ck, "%s/groupnet/checkpoint.safetensors", out);
+        float g5[64], g10[64];
+        int n5 = 0, n10 = 0;
+        gates_of(ck, g5, &n5);
+        snprintf(args, sizeof args, "--data '%s' --threads 1 --progress lines --resume '%s'", tmp("data"), ck);
+        cr_assert_eq(run(args), 0);
+        gates_of(ck, g10, &n10);
+        cr_assert_eq(n5, 18, "GroupNet-S has 18 gates, found %d", n5);
+        cr_assert_eq(n10, 18);
+        const bool same = memcmp(g5, g10, sizeof(float) * 18) == 0;
+        if (frozen) cr_expect(same, "the gates moved after the freeze at step 5");
+        else cr_expect(!same, "the gates did not move in steps 6-10 without a freeze");
+    }
+}
+
 Test(train_cli, outputs_json_csv_svg) {
     cr_assert_eq(run(small_args(tmp("o"), "--epochs 1 --json --log-every 1")), 0);
     char *out = slurp(tmp("stdout.txt"));
