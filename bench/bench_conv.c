@@ -4,6 +4,7 @@
  *   bench_conv [--op conv|dgconv] [--path fast|composite|both|ref] [--pass fwd|bwd_data|bwd_weight|train|all]
  *              [--n N --c C --k K --h H --w W --r R --s S --stride S --pad P --dilation D --groups G]
  *              [--threads T] [--repeats N] [--min-time SECONDS] [--json] [--check] [--quick]
+ *              [--conv-benchmark]
  *
  * Cases. Any shape option gives one case; unset fields default to N=64 C=64 16x16 3x3 stride 1 pad 1
  * dilation 1 groups 1, and K defaults to C. Without shape options, the default suite: for --op conv,
@@ -43,7 +44,9 @@
  * kernels (gg__conv2d_force_algo), still through the tape.
  * --check compares, once per case, conv's fast path (y, dx, dw) against the reference kernels, or dgconv's
  * fast path (y, dx, dw, dgates) against its composite (exit 1 on a mismatch). --quick (the smoke test):
- * the default suite with N=2, 2 repeats, a short peak loop, --check. */
+ * the default suite with N=2, 2 repeats, a short peak loop, --check. --conv-benchmark turns on
+ * gg_conv_set_benchmark (each pass's kernel chosen by timing on first use) instead of the library's default
+ * static rules. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -367,7 +370,7 @@ static void usage(const char *prog) {
             "fwd|bwd_data|bwd_weight|train|all]\n"
             "          [--n N] [--c C] [--k K] [--h H] [--w W] [--r R] [--s S] [--stride S] [--pad P]\n"
             "          [--dilation D] [--groups G] [--threads T] [--repeats N] [--min-time SECONDS]\n"
-            "          [--json] [--check] [--quick]\n",
+            "          [--json] [--check] [--quick] [--conv-benchmark]\n",
             prog);
 }
 
@@ -425,6 +428,7 @@ int main(int argc, char **argv) {
         if (matched) continue;
         if (!strcmp(a, "--json")) o.json = true;
         else if (!strcmp(a, "--check")) o.check = true;
+        else if (!strcmp(a, "--conv-benchmark")) gg_conv_set_benchmark(true);
         else if (!strcmp(a, "--quick")) o.quick = true;
         else if (!strcmp(a, "--threads") && v) o.threads = int_arg(argv[0], a, argv[++i], 1);
         else if (!strcmp(a, "--repeats") && v) o.repeats = int_arg(argv[0], a, argv[++i], 1);
