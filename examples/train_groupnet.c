@@ -855,6 +855,8 @@ typedef struct model_result {
     int64_t params, effective_params, macs;
     int n_layers, groups[MAX_LAYERS];
     bool done;
+    int n_curve;
+    double *curve_x, *curve_y; /* test accuracy per epoch (malloc'd; for the --compare chart) */
 } model_result;
 
 static void write_json_groups(FILE *f, const int *groups, int n) {
@@ -1110,6 +1112,13 @@ static int train_model(const options *o, const model_spec *requested, const gg_d
         fprintf(t.text, "\n");
     }
     ret = stopped;
+    res->curve_x = malloc(((size_t)t.h.n_rows + 1) * 2 * sizeof(double));
+    if (res->curve_x) {
+        res->curve_y = res->curve_x + t.h.n_rows + 1;
+        for (int i = 0; i < t.h.n_rows; i++)
+            res->curve_x[i] = (double)t.h.rows[i].epoch, res->curve_y[i] = t.h.rows[i].test_acc;
+        res->n_curve = t.h.n_rows;
+    }
 out:
     trainer_fini(&t);
 out0:
@@ -1139,7 +1148,13 @@ static int write_compare(const options *o, const model_result *res, int n, FILE 
         fputc('\n', f);
     }
     if (fclose(f)) goto io;
-    fprintf(text, "table written to %s\n", path);
+    plot_series series[MAX_MODELS];
+    for (int m = 0; m < n; m++) series[m] = (plot_series){res[m].spec.name, res[m].n_curve, res[m].curve_x, res[m].curve_y};
+    plot_chart c = {"GroupNet-S variants on Fashion-MNIST: test accuracy", "epoch", "test accuracy (%)", series, n,
+                    false};
+    snprintf(path, sizeof path, "%s/compare.svg", o->out);
+    if (plot_svg_write(path, &c)) goto io;
+    fprintf(text, "table in %s/compare.csv, test accuracy curves in %s\n", o->out, path);
     return 0;
 io:
     fprintf(stderr, "train_groupnet: cannot write %s: %s\n", path, strerror(errno));
@@ -1174,6 +1189,7 @@ int main(int argc, char **argv) {
     if (status == 0 && o.compare) status = write_compare(&o, res, o.n_models, o.json ? stderr : stdout) ? -1 : 0;
     gg_dataset_free(train);
     gg_dataset_free(test);
+    for (int m = 0; m < MAX_MODELS; m++) free(res[m].curve_x);
     if (status < 0) return 1;
     return g_interrupted ? 130 : 0;
 }

@@ -268,6 +268,28 @@ Test(train_cli, outputs_json_csv_svg) {
     }
 }
 
+Test(train_cli, compare_table_and_chart) {
+    cr_assert_eq(run(small_args(tmp("cmp"), "--epochs 1 --compare")), 0);
+    char *o = slurp(tmp("stdout.txt"));
+    const char *models[] = {"groupnet", "dense", "grouped:8", "depthwise"};
+    for (int m = 0; m < 4; m++) cr_expect(strstr(o, models[m]) != NULL, "no %s in:\n%s", models[m], o);
+    free(o);
+    char p[700];
+    snprintf(p, sizeof p, "%s/compare.csv", tmp("cmp"));
+    char *csv = slurp(p);
+    int rows = 0;
+    for (char *q = csv; *q; q++) rows += *q == '\n';
+    cr_expect_eq(rows, 5, "compare.csv: header + 4 models, got:\n%s", csv);
+    cr_expect(strstr(csv, "\ndense,") && strstr(csv, ",306666,") && strstr(csv, "\ngrouped:8,") &&
+                  strstr(csv, ",137322,") && strstr(csv, "\ndepthwise,") && strstr(csv, ",115146,"),
+              "compare.csv lacks a model or its parameter count:\n%s", csv);
+    free(csv);
+    snprintf(p, sizeof p, "%s/compare.svg", tmp("cmp"));
+    char *svg = slurp(p);
+    cr_expect(!strncmp(svg, "<svg", 4) && strstr(svg, "depthwise"), "compare.svg is not the chart");
+    free(svg);
+}
+
 Test(train_cli, missing_dataset) {
     cr_assert_eq(run("--data /nonexistent/fmnist --epochs 1"), 1);
     expect_stderr("/nonexistent/fmnist");
