@@ -107,8 +107,8 @@ bool gg__conv2d_bwd_weight_masked(const gg_conv2d_shape *s, const float *x, cons
 void gg__conv2d_bwd_bias(const gg_conv2d_shape *s, const float *dy, float *db);
 
 /* ---- one pass through gg_conv2d's plan (ops/conv.c), for ops built on convolutions ----
- * The kernel is the one gg_conv2d would use for s at the current thread count (forced, planned, or timed
- * now on these buffers when s is new). forward overwrites y (b may be NULL); backward adds the data
+ * The kernel is the one gg_conv2d would use for s at the current thread count (forced, planned, or, in
+ * benchmark mode, timed now on these buffers when s is new). forward overwrites y (b may be NULL); backward adds the data
  * gradient into dx and the weight gradient into dw (either may be NULL; w is read only for dx and may be
  * NULL without it, x is read only for dw). N == 0 is a no-op. GG_OK or a negative status with a message
  * (allocation failures only). */
