@@ -193,7 +193,9 @@ void gg_free(void *p) {
     if (h->tracked) atomic_fetch_sub_explicit(&live_bytes, h->requested, memory_order_relaxed);
     h->magic = 0;
     if (atomic_load_explicit(&caching, memory_order_relaxed)) {
-        if (h->capacity < CACHE_MIN) {
+        /* blocks of the small path (requests below CACHE_MIN, up to a 64 KiB class) go back to it: only it
+         * serves such requests. With the cache compiled in, exactly the large path's blocks are mapped. */
+        if (!h->mapped) {
             int k = small_class(h->capacity);
             if (((size_t)64 << k) == h->capacity && tcache.bytes[k] + h->capacity <= SMALL_KEEP_BYTES) {
                 if (!tcache.registered) { /* flush this thread's blocks when it exits */

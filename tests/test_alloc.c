@@ -185,6 +185,23 @@ Test(alloc, cache_is_bounded_by_the_high_water_mark) {
 #endif
 }
 
+/* A request just under 64 KiB (a 64 KiB small class) is served again from the per-thread cache. */
+Test(alloc, just_under_64k_is_reused) {
+#if GT_ASAN
+    cr_skip_test("the cache is off under AddressSanitizer");
+#else
+    gg_alloc_set_caching(1);
+    gg_alloc_trim();
+    void *p = gg_alloc(40 * 1024);
+    gg_free(p);
+    cr_assert_geq(stats().cached_bytes, 40 * 1024, "a freed 40 KiB block was not kept");
+    void *q = gg_alloc(40 * 1024);
+    cr_assert_eq(q, p, "a 40 KiB request did not reuse the freed 40 KiB block");
+    cr_assert_eq(stats().cached_bytes, 0);
+    gg_free(q);
+#endif
+}
+
 Test(alloc, exactly_64k_is_cached) {
 #if GT_ASAN
     cr_skip_test("the cache is off under AddressSanitizer");
