@@ -276,6 +276,7 @@ static int64_t planes_ahead(int64_t bytes) {
 static void gather_planes(int64_t N, int64_t C, int64_t plane, const float *src, const int64_t *src_of, float *dst,
                           bool acc) {
     const int64_t rows = N * C, bytes = plane * (int64_t)sizeof(float), ahead = planes_ahead(bytes);
+    if (rows == 0 || plane == 0) return; /* empty planes: nothing to copy (and the buffers may be NULL) */
 #pragma omp parallel for num_threads(gg_get_num_threads()) if (rows * plane > PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const int64_t n = r / C, c = r % C;
@@ -303,9 +304,9 @@ static void gather_chunk(int64_t N, int64_t C, int64_t HW, int64_t P, const int6
             if (xp) prefetch_plane(x, inv, C, HW, xb, r + ahead);
             prefetch_plane(dy, inv, C, P, yb, r + ahead);
         }
-        if (xp) memcpy(xp + r * HW, x + src * HW, (size_t)xb);
-        memcpy(dyp + r * P, dy + src * P, (size_t)yb);
-        if (dxp) memset(dxp + r * HW, 0, (size_t)xb);
+        if (xp && xb) memcpy(xp + r * HW, x + src * HW, (size_t)xb); /* empty planes: buffers may be NULL */
+        if (yb) memcpy(dyp + r * P, dy + src * P, (size_t)yb);
+        if (dxp && xb) memset(dxp + r * HW, 0, (size_t)xb);
     }
 }
 
