@@ -32,6 +32,7 @@ typedef struct block_hdr {
     uint32_t magic;
     bool tracked;      /* counted in the user-visible statistics */
     bool mapped;       /* its own mmap (release with munmap), else from posix_memalign */
+    bool small;        /* from the small path (a request below CACHE_MIN): returns to the per-thread cache */
 } block_hdr;
 
 #define HDR_SIZE GG_ALIGN
@@ -160,7 +161,7 @@ static block_hdr *take_block(size_t bytes) {
         return h;
     }
     h = raw_alloc(capacity, bytes >= CACHE_MIN);
-    if (h) h->capacity = capacity;
+    if (h) h->capacity = capacity, h->small = bytes < CACHE_MIN;
     return h;
 }
 
@@ -194,8 +195,8 @@ void gg_free(void *p) {
     h->magic = 0;
     if (atomic_load_explicit(&caching, memory_order_relaxed)) {
         /* blocks of the small path (requests below CACHE_MIN, up to a 64 KiB class) go back to it: only it
-         * serves such requests. With the cache compiled in, exactly the large path's blocks are mapped. */
-        if (!h->mapped) {
+         * serves such requests */
+        if (h->small) {
             int k = small_class(h->capacity);
             if (((size_t)64 << k) == h->capacity && tcache.bytes[k] + h->capacity <= SMALL_KEEP_BYTES) {
                 if (!tcache.registered) { /* flush this thread's blocks when it exits */
