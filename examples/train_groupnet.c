@@ -595,13 +595,9 @@ static int fail_lib(const char *what) {
     return -1;
 }
 
-typedef struct collect_ctx {
-    trainer *t;
-} collect_ctx;
-
 /* Every Bottleneck's conv2 is the 3x3 convolution whose grouping we report. */
 static int collect_layers(const char *path, gg_module *m, void *vctx) {
-    trainer *t = ((collect_ctx *)vctx)->t;
+    trainer *t = vctx;
     if (strcmp(gg_module_kind(m), "Bottleneck") || t->n_layers >= MAX_LAYERS) return 0;
     gg_module *c2 = gg_module_get_child(m, "conv2");
     if (!c2) return 0;
@@ -643,8 +639,7 @@ static int trainer_init(trainer *t, const options *o, const model_spec *spec, co
     gg_rng_init(&t->rng, rc->seed);
     t->net = gg_groupnet_new(&t->cfg, &t->rng);
     if (!t->net) return fail_lib("building GroupNet-S");
-    collect_ctx cc = {t};
-    gg_module_foreach_module(t->net, collect_layers, &cc);
+    gg_module_foreach_module(t->net, collect_layers, t);
     t->h.n_layers = t->n_layers;
 
     /* optimizer: no weight decay on parameters of rank <= 1 (BatchNorm, biases, DGConv gates) */
@@ -1166,7 +1161,10 @@ int main(int argc, char **argv) {
     int pr = parse_args(argc, argv, &o);
     if (pr > 0) usage(stdout);
     if (pr) return pr > 0 ? 0 : 2;
-    if (gg_set_num_threads(o.threads) != GG_OK) return fail_lib("--threads") ? 2 : 2;
+    if (gg_set_num_threads(o.threads) != GG_OK) {
+        fail_lib("--threads");
+        return 2;
+    }
     gg_conv_set_benchmark(o.benchmark);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
